@@ -1,0 +1,1 @@
+"""Benchmarks: papo side by side with other servers (see docs/benchmarks.md)."""

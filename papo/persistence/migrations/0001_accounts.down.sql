@@ -1,0 +1,3 @@
+DROP TABLE bot_tokens;
+DROP TABLE refresh_tokens;
+DROP TABLE users;

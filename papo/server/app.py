@@ -1,0 +1,70 @@
+"""The Starlette app: the composition root where config turns into running parts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources as package_files
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from papo.server import health
+from papo.server.config import Settings
+from papo.server.errors import (
+    ApiError,
+    handle_api_error,
+    handle_http_exception,
+    handle_unexpected,
+)
+from papo.server.metrics import Metrics
+from papo.server.middleware import RequestContextMiddleware
+from papo.server.resources import Resources
+from papo.server.state import AppState
+
+log = logging.getLogger("papo.server")
+
+WEB_DIR = str(package_files.files("papo.web"))
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(f"{WEB_DIR}/index.html")
+
+
+def create_app(settings: Settings) -> Starlette:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        resources = await Resources.open(settings)
+        app.state.papo = AppState(settings=settings, metrics=metrics, resources=resources)
+        log.info(
+            "papo ready",
+            extra={"services": sorted(settings.urls.configured())},
+        )
+        try:
+            yield
+        finally:
+            await resources.close()
+
+    routes: list[BaseRoute] = [
+        *health.routes,
+        Route("/", index, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=WEB_DIR), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware, metrics=metrics, routes=routes)],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )

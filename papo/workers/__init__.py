@@ -1,0 +1,1 @@
+"""The arq worker: background jobs whose status events flow back to clients."""
