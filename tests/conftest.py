@@ -12,8 +12,10 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -58,6 +60,13 @@ async def base_settings(service_urls: dict[str, str]) -> Settings:
         "PAPO_S3_URL": service_urls["s3"],
         "PAPO_LOG_LEVEL": "WARNING",
         "PAPO_DRAIN_SECONDS": "1",
+        # Cheap hashes keep the suite fast; test_passwords checks real-cost behaviour.
+        "PAPO_ARGON2_TIME_COST": "1",
+        "PAPO_ARGON2_MEMORY_KIB": "8192",
+        # Every test logs in from 127.0.0.1; rate-limit tests use their own limits.
+        "PAPO_RATE_LOGIN_IP": "100000/60",
+        "PAPO_RATE_LOGIN_ACCOUNT": "100000/60",
+        "PAPO_RATE_REGISTER_IP": "100000/60",
     }
     settings = Settings.from_env(env)
     await prepare_services(settings)
@@ -83,3 +92,59 @@ async def server(settings: Settings) -> AsyncIterator[RunningServer]:
 async def http(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         yield client
+
+
+@dataclass
+class Session:
+    """A registered, logged-in account as a client sees it."""
+
+    user_id: str
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.access_token}"}
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{secrets.token_hex(6)}@example.com"
+
+
+async def register_and_login(
+    http: httpx.AsyncClient, *, prefix: str = "user", password: str = "correct horse battery"
+) -> Session:
+    email = unique_email(prefix)
+    registered = await http.post(
+        "/api/auth/register",
+        json={"email": email, "password": password, "display_name": prefix.title()},
+    )
+    assert registered.status_code == 201, registered.text
+    logged_in = await http.post("/api/auth/login", json={"email": email, "password": password})
+    assert logged_in.status_code == 200, logged_in.text
+    body = logged_in.json()
+    return Session(body["user"]["id"], email, password, body["access_token"], body["refresh_token"])
+
+
+async def make_role(settings: Settings, user_id: str, role: str) -> None:
+    """Promote an account directly in the database (the way papo users create-admin does)."""
+    assert settings.urls.database
+    connection = await asyncpg.connect(settings.urls.database)
+    try:
+        await connection.execute("UPDATE users SET role = $2 WHERE id = $1::uuid", user_id, role)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def admin(http: httpx.AsyncClient, settings: Settings) -> Session:
+    session = await register_and_login(http, prefix="admin")
+    await make_role(settings, session.user_id, "admin")
+    return session
+
+
+@pytest.fixture
+async def customer(http: httpx.AsyncClient) -> Session:
+    return await register_and_login(http, prefix="customer")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources as package_files
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -15,6 +16,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from papo.persistence.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from papo.server import health
 from papo.server.config import Settings
 from papo.server.errors import (
@@ -25,8 +27,12 @@ from papo.server.errors import (
 )
 from papo.server.metrics import Metrics
 from papo.server.middleware import RequestContextMiddleware
+from papo.server.openapi import build_openapi
 from papo.server.resources import Resources
+from papo.server.rest import route
+from papo.server.routes import accounts
 from papo.server.state import AppState
+from papo.server.wiring import build_auth
 
 log = logging.getLogger("papo.server")
 
@@ -37,13 +43,31 @@ async def index(request: Request) -> Response:
     return FileResponse(f"{WEB_DIR}/index.html")
 
 
+async def openapi(request: Request) -> Response:
+    return Response(OPENAPI_BYTES, media_type="application/json")
+
+
+API_ENDPOINTS = [*accounts.endpoints]
+OPENAPI_BYTES = orjson.dumps(build_openapi(API_ENDPOINTS))
+
+
 def create_app(settings: Settings) -> Starlette:
+    """Build the app; raises ``ConfigError`` before any I/O if the settings cannot work."""
     metrics = Metrics()
+    auth = build_auth(settings) if settings.urls.database else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resources = await Resources.open(settings)
-        app.state.papo = AppState(settings=settings, metrics=metrics, resources=resources)
+        app.state.papo = AppState(
+            settings=settings,
+            metrics=metrics,
+            resources=resources,
+            rate_limiter=(
+                RedisRateLimiter(resources.redis) if resources.redis else MemoryRateLimiter()
+            ),
+            account_service=auth.service(resources.pool) if auth and resources.pool else None,
+        )
         log.info(
             "papo ready",
             extra={"services": sorted(settings.urls.configured())},
@@ -55,6 +79,8 @@ def create_app(settings: Settings) -> Starlette:
 
     routes: list[BaseRoute] = [
         *health.routes,
+        Route("/api/openapi.json", openapi, methods=["GET"]),
+        *(route(endpoint) for endpoint in API_ENDPOINTS),
         Route("/", index, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=WEB_DIR), name="static"),
     ]

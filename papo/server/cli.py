@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dev(settings, os.environ)
         if args.command == "worker":
             return _worker(settings, check=args.check)
+        if args.command == "users":
+            password = _admin_password(args.password_stdin)
+            return asyncio.run(_create_admin(settings, args.email, args.display_name, password))
         return asyncio.run(_migrate(settings, args.direction, getattr(args, "to", None)))
     except ConfigError as exc:
         print(f"papo: {exc}", file=sys.stderr)
@@ -131,6 +134,45 @@ def _worker(settings: Settings, *, check: bool) -> int:
     if check:
         return 0 if asyncio.run(worker_is_healthy(redis_url)) else 1
     build_worker(redis_url, handle_signals=True).run()
+    return 0
+
+
+def _admin_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if password := os.environ.get("PAPO_ADMIN_PASSWORD"):
+        return password
+    import getpass
+
+    return getpass.getpass("Password for the new admin: ")
+
+
+async def _create_admin(settings: Settings, email: str, display_name: str, password: str) -> int:
+    from papo.domains.accounts.model import Role
+    from papo.domains.accounts.passwords import Argon2Settings, Passwords
+    from papo.domains.accounts.service import create_account
+    from papo.domains.accounts.store import AccountStore
+    from papo.persistence.postgres import create_pool
+    from papo.protocol.errors import PapoError
+
+    url = _require(settings.urls.database, "PAPO_DATABASE_URL", "a postgresql:// URL")
+    pool = await create_pool(url)
+    passwords = Passwords(
+        Argon2Settings(
+            time_cost=settings.auth.argon2_time_cost, memory_kib=settings.auth.argon2_memory_kib
+        )
+    )
+    try:
+        user = await create_account(
+            AccountStore(pool), passwords, email, password, display_name, Role.ADMIN
+        )
+    except PapoError as error:
+        where = f" ({error.field})" if error.field else ""
+        print(f"papo: {error.code.value}{where}: {error.message}", file=sys.stderr)
+        return 1
+    finally:
+        await pool.close()
+    print(f"created admin {user.email} ({user.id})")
     return 0
 
 

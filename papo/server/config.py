@@ -8,6 +8,7 @@ so tests can build one from a plain dict.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +70,17 @@ class S3Settings:
 @dataclass(frozen=True)
 class AuthSettings:
     jwt_secret: str = field(default="", repr=False)
+    jwt_key_id: str = "k1"
+    # Older signing secrets still accepted for verification while tokens age out.
+    previous_jwt_secrets: dict[str, str] = field(default_factory=dict, repr=False)
     access_token_seconds: int = 900
     refresh_token_seconds: int = 30 * 24 * 3600
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    trusted_issuers: str = ""  # JSON list, or the path of a file holding one
+    rate_login_ip: str = "30/300"
+    rate_login_account: str = "10/300"
+    rate_register_ip: str = "20/3600"
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,16 @@ class Settings:
             ),
             auth=AuthSettings(
                 jwt_secret=reader.secret("PAPO_JWT_SECRET"),
+                jwt_key_id=reader.key_id("PAPO_JWT_KEY_ID", "k1"),
+                previous_jwt_secrets=reader.keyring("PAPO_JWT_PREVIOUS_SECRETS"),
+                argon2_time_cost=reader.integer("PAPO_ARGON2_TIME_COST", 3, low=1, high=20),
+                argon2_memory_kib=reader.integer(
+                    "PAPO_ARGON2_MEMORY_KIB", 65536, low=1024, high=4 * 1024 * 1024
+                ),
+                trusted_issuers=reader.text("PAPO_TRUSTED_ISSUERS", ""),
+                rate_login_ip=reader.rate("PAPO_RATE_LOGIN_IP", "30/300"),
+                rate_login_account=reader.rate("PAPO_RATE_LOGIN_ACCOUNT", "10/300"),
+                rate_register_ip=reader.rate("PAPO_RATE_REGISTER_IP", "20/3600"),
                 access_token_seconds=reader.integer(
                     "PAPO_ACCESS_TOKEN_SECONDS",
                     AuthSettings.access_token_seconds,
@@ -204,6 +224,44 @@ class _EnvReader:
             parse,
             "a URL starting with " + " or ".join(f"{scheme}://" for scheme in schemes),
         )
+
+    def key_id(self, name: str, default: str) -> str:
+        def parse(raw: str) -> str:
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", raw):
+                raise ValueError
+            return raw
+
+        return self._parse(name, default, parse, "1-32 letters, digits, '.', '_' or '-'")
+
+    def rate(self, name: str, default: str) -> str:
+        def parse(raw: str) -> str:
+            count, slash, seconds = raw.partition("/")
+            if not slash or int(count) < 1 or int(seconds) < 1:
+                raise ValueError
+            return f"{int(count)}/{int(seconds)}"
+
+        return self._parse(name, default, parse, "COUNT/SECONDS, e.g. 10/60")
+
+    def keyring(self, name: str) -> dict[str, str]:
+        raw = self._raw(name)
+        if raw is None:
+            return {}
+        keys = {}
+        for item in raw.split(","):
+            kid, colon, secret = item.strip().partition(":")
+            if (
+                not colon
+                or not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", kid)
+                or len(secret) < MIN_JWT_SECRET_LENGTH
+            ):
+                raise ConfigError(
+                    name,
+                    "<hidden>",
+                    f"KID:SECRET pairs separated by commas, secrets of "
+                    f"{MIN_JWT_SECRET_LENGTH}+ characters",
+                )
+            keys[kid] = secret
+        return keys
 
     def secret(self, name: str) -> str:
         def parse(raw: str) -> str:

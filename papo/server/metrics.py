@@ -42,6 +42,18 @@ class Metrics:
             "HTTP requests being answered right now.",
             registry=self.registry,
         )
+        self.api_errors = Counter(
+            "papo_api_errors_total",
+            "REST requests answered with an error, by stable error code.",
+            ("code",),
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "papo_rate_limited_total",
+            "Requests refused by a rate limit, by limit name.",
+            ("limit",),
+            registry=self.registry,
+        )
         self.readiness = Gauge(
             "papo_service_up",
             "1 when the last readiness check reached the service, else 0.",

@@ -30,6 +30,7 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
 class RunningServer:
     """A server started in the current event loop, on a socket it already owns."""
 
+    app: Starlette
     server: uvicorn.Server
     task: asyncio.Task[None]
     port: int
@@ -63,4 +64,4 @@ async def start_in_loop(app: Starlette, settings: Settings) -> RunningServer:
             task.result()
             raise RuntimeError("papo stopped during start-up")
         await asyncio.sleep(0.01)
-    return RunningServer(server, task, sock.getsockname()[1])
+    return RunningServer(app, server, task, sock.getsockname()[1])

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from papo.domains.accounts.service import AccountService
+from papo.persistence.ratelimit import RateLimiter
+from papo.protocol.errors import ErrorCode, PapoError
 from papo.server.config import Settings
 from papo.server.metrics import Metrics
 from papo.server.resources import Resources
@@ -16,6 +19,16 @@ class AppState:
     settings: Settings
     metrics: Metrics
     resources: Resources
+    rate_limiter: RateLimiter
+    account_service: AccountService | None
+
+    @property
+    def accounts(self) -> AccountService:
+        if self.account_service is None:
+            raise PapoError(
+                ErrorCode.UNAVAILABLE, "accounts need a database: set PAPO_DATABASE_URL"
+            )
+        return self.account_service
 
 
 def app_state(connection: HTTPConnection) -> AppState:

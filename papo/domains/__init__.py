@@ -1,0 +1,1 @@
+"""Business domains, one folder each: model, use cases, store, handlers and jobs."""

@@ -1,0 +1,1 @@
+"""Accounts: people, bots and externally issued identities, and what each may do."""
