@@ -118,6 +118,8 @@ def test_migrate_without_a_database_url_exits_2() -> None:
         ["migrate", "up"],
         ["migrate", "down"],
         ["migrate", "status"],
+        ["users"],
+        ["users", "create-admin"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     INVALID_JSON = "invalid_json"
     VALIDATION_FAILED = "validation_failed"
     NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
     EMAIL_TAKEN = "email_taken"
     CANNOT_MODIFY_SELF = "cannot_modify_self"
@@ -40,6 +41,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_JSON: 400,
     ErrorCode.VALIDATION_FAILED: 422,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.CONFLICT: 409,
     ErrorCode.EMAIL_TAKEN: 409,
     ErrorCode.CANNOT_MODIFY_SELF: 409,

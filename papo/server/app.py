@@ -19,12 +19,7 @@ from starlette.staticfiles import StaticFiles
 from papo.persistence.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from papo.server import health
 from papo.server.config import Settings
-from papo.server.errors import (
-    ApiError,
-    handle_api_error,
-    handle_http_exception,
-    handle_unexpected,
-)
+from papo.server.errors import handle_http_exception, handle_unexpected
 from papo.server.metrics import Metrics
 from papo.server.middleware import RequestContextMiddleware
 from papo.server.openapi import build_openapi
@@ -88,7 +83,6 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         middleware=[Middleware(RequestContextMiddleware, metrics=metrics, routes=routes)],
         exception_handlers={
-            ApiError: handle_api_error,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

@@ -76,6 +76,21 @@ def _parser() -> argparse.ArgumentParser:
         help="list migrations and when each was applied",
         description="List every migration and whether it is applied.",
     )
+    users = commands.add_parser(
+        "users",
+        help="manage accounts from the command line (needs PAPO_DATABASE_URL)",
+        description="Account administration that must work before any admin exists.",
+    )
+    user_actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create_admin = user_actions.add_parser(
+        "create-admin",
+        help="create an admin account",
+        description="Create an admin account. The password is read from standard input "
+        "with --password-stdin, else from PAPO_ADMIN_PASSWORD, else prompted for.",
+    )
+    create_admin.add_argument("--email", required=True)
+    create_admin.add_argument("--display-name", default="Admin")
+    create_admin.add_argument("--password-stdin", action="store_true")
     return parser
 
 

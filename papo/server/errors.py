@@ -1,80 +1,45 @@
 """One error shape for every REST answer: ``{"error": {"code", "message", "field"?}}``.
 
-Codes are stable machine strings clients may switch on; messages are for people.
+Handlers raise ``PapoError``; Starlette's own 404/405 and unexpected exceptions are
+rendered in the same shape, so a client parses errors one way only.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from papo.server.responses import json_response
+from papo.protocol import codec
+from papo.protocol.errors import HTTP_STATUS, ErrorCode, PapoError
 
 log = logging.getLogger("papo.http")
 
-_STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_failed",
-    429: "rate_limited",
-    500: "internal_error",
-    503: "unavailable",
-}
+_CODE_FOR_STATUS = {status: code for code, status in reversed(HTTP_STATUS.items())}
 
 
-class ApiError(Exception):
-    """Raised by handlers; rendered as the error shape with ``status``."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            error["field"] = self.field
-        return {"error": error}
-
-
-def error_response(error: ApiError) -> Response:
-    return json_response(error.body(), status=error.status, headers=error.headers)
-
-
-async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc)
+def error_response(error: PapoError, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(error.retry_after)))
+    if error.http_status == 401:
+        headers["WWW-Authenticate"] = f'Bearer error="{error.code.value}"'
+    return Response(
+        codec.encode({"error": error.as_dict()}),
+        status_code=error.http_status,
+        headers=headers,
+        media_type="application/json",
+    )
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = _STATUS_CODES.get(exc.status_code, "http_error")
-    return error_response(
-        ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
-    )
+    code = _CODE_FOR_STATUS.get(exc.status_code, ErrorCode.INTERNAL_ERROR)
+    return error_response(PapoError(code, str(exc.detail)), dict(exc.headers or {}))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error in %s %s", request.method, request.url.path)
-    return error_response(ApiError(500, "internal_error", "papo hit an unexpected error"))
+    return error_response(PapoError(ErrorCode.INTERNAL_ERROR, "papo hit an unexpected error"))

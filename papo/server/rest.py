@@ -21,6 +21,7 @@ from papo.domains.accounts.permissions import Permission, require
 from papo.protocol import codec
 from papo.protocol.errors import ErrorCode, PapoError, validation_error
 from papo.server.auth import bearer_token
+from papo.server.errors import error_response
 from papo.server.state import AppState, app_state
 
 MAX_BODY_BYTES = 64 * 1024
@@ -121,20 +122,6 @@ def _read_query(endpoint: Endpoint, request: Request) -> Any:
     if endpoint.query is None:
         return None
     return codec.convert(dict(request.query_params), endpoint.query)
-
-
-def error_response(error: PapoError) -> Response:
-    headers = {}
-    if error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(error.retry_after)))
-    if error.http_status == 401:
-        headers["WWW-Authenticate"] = f'Bearer error="{error.code.value}"'
-    return Response(
-        codec.encode({"error": error.as_dict()}),
-        status_code=error.http_status,
-        headers=headers,
-        media_type="application/json",
-    )
 
 
 def route(endpoint: Endpoint) -> Route:

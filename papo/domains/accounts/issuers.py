@@ -117,9 +117,16 @@ def _jwks(path: str, where: str) -> dict[str | None, PinnedKey]:
     return keys
 
 
-def _one_issuer(entry: Mapping[str, Any], env: Mapping[str, str], where: str) -> TrustedIssuer:
-    name = str(_require(entry, "issuer", where))
-    role = Role(entry.get("role", Role.CUSTOMER.value))
+def _one_issuer(entry: Any, env: Mapping[str, str], where: str) -> TrustedIssuer:
+    if not isinstance(entry, dict):
+        raise IssuerConfigError(f"{where}: expected an object")
+    name = _require(entry, "issuer", where)
+    if not isinstance(name, str) or not name:
+        raise IssuerConfigError(f"{where}: 'issuer' must be a non-empty string")
+    try:
+        role = Role(entry.get("role", Role.CUSTOMER.value))
+    except ValueError:
+        raise IssuerConfigError(f"{where}: unknown role {entry.get('role')!r}") from None
     if role in (Role.ADMIN, Role.BOT):
         raise IssuerConfigError(f"{where}: external users cannot be given role {role.value}")
     keys: dict[str | None, PinnedKey]
@@ -143,7 +150,11 @@ def _one_issuer(entry: Mapping[str, Any], env: Mapping[str, str], where: str) ->
 
 def load_trusted_issuers(source: str, env: Mapping[str, str]) -> TrustedIssuers:
     """``source`` is a JSON list, inline or as the path of a file holding one."""
-    text = source if source.lstrip().startswith("[") else Path(source).read_text()
+    inline = source.lstrip().startswith(("[", "{"))
+    try:
+        text = source if inline else Path(source).read_text()
+    except OSError as exc:
+        raise IssuerConfigError(f"cannot read {source}: {exc.strerror}") from None
     try:
         entries = orjson.loads(text)
     except orjson.JSONDecodeError as exc:

@@ -10,12 +10,36 @@ from typing import Annotated
 
 import msgspec
 
-from papo.domains.accounts.model import Role, User
+from papo.domains.accounts.model import (
+    DISPLAY_NAME_MAX,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    Role,
+    User,
+)
 from papo.domains.accounts.store import BotToken
 
-Email = Annotated[str, msgspec.Meta(max_length=320, description="Compared case-insensitively")]
-Password = Annotated[str, msgspec.Meta(max_length=1024)]
-Name = Annotated[str, msgspec.Meta(max_length=200)]
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=254,
+        description="Compared case-insensitively",
+        extra_json_schema={"format": "email"},
+    ),
+]
+Password = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=PASSWORD_MIN,
+        max_length=PASSWORD_MAX,
+        description="Cannot be the email address",
+    ),
+]
+LoginPassword = Annotated[str, msgspec.Meta(max_length=1024)]
+Name = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=DISPLAY_NAME_MAX, pattern=r"\S"),
+]
 OpaqueToken = Annotated[str, msgspec.Meta(max_length=512)]
 
 
@@ -30,8 +54,8 @@ class RegisterRequest(Strict):
 
 
 class LoginRequest(Strict):
-    email: Email
-    password: Password
+    email: Annotated[str, msgspec.Meta(max_length=1024)]
+    password: LoginPassword
 
 
 class RefreshRequest(Strict):
