@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
+from papo.client import PapoClient
 from papo.server.app import create_app
 from papo.server.config import Settings
 from papo.server.embedded import EmbeddedServices
@@ -148,3 +149,22 @@ async def admin(http: httpx.AsyncClient, settings: Settings) -> Session:
 @pytest.fixture
 async def customer(http: httpx.AsyncClient) -> Session:
     return await register_and_login(http, prefix="customer")
+
+
+def ws_url(server: RunningServer) -> str:
+    return server.url.replace("http://", "ws://") + "/ws"
+
+
+@pytest.fixture
+async def connect(server: RunningServer) -> AsyncIterator[Callable[..., Awaitable[PapoClient]]]:
+    """Open real WebSocket clients against the test server; all closed at the end."""
+    opened: list[PapoClient] = []
+
+    async def open_client(session: Session, **options: object) -> PapoClient:
+        client = await PapoClient.connect(ws_url(server), session.access_token, **options)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()

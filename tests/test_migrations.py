@@ -119,5 +119,5 @@ def test_the_cli_applies_reports_and_reverts(scratch_database: str) -> None:
     assert "pending" not in status.stdout
     down = _cli(scratch_database, "down")
     assert down.returncode == 0, down.stderr
-    assert "reverted: 0001" in down.stdout
+    assert "reverted: 0002" in down.stdout
     assert "pending" in _cli(scratch_database, "status").stdout

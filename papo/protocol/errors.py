@@ -17,6 +17,12 @@ class ErrorCode(StrEnum):
     # Input (4xx): the request is wrong; retrying it unchanged fails again.
     INVALID_JSON = "invalid_json"
     VALIDATION_FAILED = "validation_failed"
+    UNKNOWN_TYPE = "unknown_type"
+    BINARY_FRAME = "binary_frame"
+    NOT_A_MEMBER = "not_a_member"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    MESSAGE_TOO_LONG = "message_too_long"
+    NOT_AUTHENTICATED = "not_authenticated"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
@@ -40,6 +46,12 @@ class ErrorCode(StrEnum):
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_JSON: 400,
     ErrorCode.VALIDATION_FAILED: 422,
+    ErrorCode.UNKNOWN_TYPE: 400,
+    ErrorCode.BINARY_FRAME: 400,
+    ErrorCode.NOT_A_MEMBER: 403,
+    ErrorCode.TOO_MANY_ROOMS: 409,
+    ErrorCode.MESSAGE_TOO_LONG: 422,
+    ErrorCode.NOT_AUTHENTICATED: 401,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.CONFLICT: 409,

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from papo.persistence.ratelimit import MemoryRateLimiter, RedisRateLimiter
@@ -23,11 +23,13 @@ from papo.server.errors import handle_http_exception, handle_unexpected
 from papo.server.metrics import Metrics
 from papo.server.middleware import RequestContextMiddleware
 from papo.server.openapi import build_openapi
+from papo.server.realtime import build_realtime
 from papo.server.resources import Resources
 from papo.server.rest import route
-from papo.server.routes import accounts
+from papo.server.routes import accounts, publishing
 from papo.server.state import AppState
 from papo.server.wiring import build_auth
+from papo.server.ws import websocket_endpoint
 
 log = logging.getLogger("papo.server")
 
@@ -42,7 +44,7 @@ async def openapi(request: Request) -> Response:
     return Response(OPENAPI_BYTES, media_type="application/json")
 
 
-API_ENDPOINTS = [*accounts.endpoints]
+API_ENDPOINTS = [*accounts.endpoints, *publishing.endpoints]
 OPENAPI_BYTES = orjson.dumps(build_openapi(API_ENDPOINTS))
 
 
@@ -54,6 +56,8 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resources = await Resources.open(settings)
+        accounts = auth.service(resources.pool) if auth and resources.pool else None
+        realtime = build_realtime(settings, resources, accounts, metrics.registry)
         app.state.papo = AppState(
             settings=settings,
             metrics=metrics,
@@ -61,8 +65,10 @@ def create_app(settings: Settings) -> Starlette:
             rate_limiter=(
                 RedisRateLimiter(resources.redis) if resources.redis else MemoryRateLimiter()
             ),
-            account_service=auth.service(resources.pool) if auth and resources.pool else None,
+            account_service=accounts,
+            realtime=realtime,
         )
+        await realtime.hub.start()
         log.info(
             "papo ready",
             extra={"services": sorted(settings.urls.configured())},
@@ -70,11 +76,16 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            # uvicorn has already told WebSocket clients to reconnect elsewhere (1012);
+            # flush what is queued so every acknowledged message is on disk.
+            await realtime.hub.drain(settings.http.drain_seconds)
+            await realtime.hub.stop()
             await resources.close()
 
     routes: list[BaseRoute] = [
         *health.routes,
         Route("/api/openapi.json", openapi, methods=["GET"]),
+        WebSocketRoute("/ws", websocket_endpoint),
         *(route(endpoint) for endpoint in API_ENDPOINTS),
         Route("/", index, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=WEB_DIR), name="static"),

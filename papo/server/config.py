@@ -84,12 +84,26 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class RealtimeSettings:
+    max_frame_bytes: int = 65536
+    max_message_length: int = 4000
+    outbox_frames: int = 1024
+    max_rooms_per_connection: int = 200
+    resume_limit: int = 1000
+    frames_per_second: float = 50.0
+    frame_burst: int = 200
+    heartbeat_seconds: float = 20.0
+    auth_timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     urls: ServiceUrls = ServiceUrls()
     s3: S3Settings = S3Settings()
     auth: AuthSettings = AuthSettings()
+    realtime: RealtimeSettings = RealtimeSettings()
     data_dir: Path = Path(".papo")
     readiness_timeout: float = 2.0
 
@@ -149,6 +163,29 @@ class Settings:
                     AuthSettings.refresh_token_seconds,
                     low=60,
                     high=365 * 24 * 3600,
+                ),
+            ),
+            realtime=RealtimeSettings(
+                max_frame_bytes=reader.integer(
+                    "PAPO_WS_MAX_FRAME_BYTES", 65536, low=1024, high=16 * 1024 * 1024
+                ),
+                max_message_length=reader.integer(
+                    "PAPO_MAX_MESSAGE_LENGTH", 4000, low=1, high=16000
+                ),
+                outbox_frames=reader.integer("PAPO_WS_OUTBOX_FRAMES", 1024, low=8, high=1_000_000),
+                max_rooms_per_connection=reader.integer(
+                    "PAPO_MAX_ROOMS_PER_CONNECTION", 200, low=1, high=100_000
+                ),
+                resume_limit=reader.integer("PAPO_RESUME_LIMIT", 1000, low=1, high=1_000_000),
+                frames_per_second=reader.number(
+                    "PAPO_WS_FRAMES_PER_SECOND", 50.0, low=0.1, high=1_000_000.0
+                ),
+                frame_burst=reader.integer("PAPO_WS_FRAME_BURST", 200, low=1, high=1_000_000),
+                heartbeat_seconds=reader.number(
+                    "PAPO_WS_HEARTBEAT_SECONDS", 20.0, low=1.0, high=600.0
+                ),
+                auth_timeout_seconds=reader.number(
+                    "PAPO_WS_AUTH_TIMEOUT_SECONDS", 5.0, low=0.1, high=120.0
                 ),
             ),
             data_dir=Path(reader.text("PAPO_DATA_DIR", ".papo")),

@@ -75,9 +75,9 @@ def _operation(endpoint: Endpoint, components: dict[str, Any]) -> dict[str, Any]
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "format": "uuid"},
+            "schema": schema,
         }
-        for name in endpoint.path_params
+        for name, schema in endpoint.path_params.items()
     ]
     if endpoint.query is not None:
         parameters += _query_parameters(endpoint.query, components)

@@ -26,6 +26,8 @@ from papo.server.state import AppState, app_state
 
 MAX_BODY_BYTES = 64 * 1024
 Auth = Literal["public", "user"] | Permission
+UUID_PARAM: dict[str, Any] = {"type": "string", "format": "uuid"}
+ROOM_PARAM: dict[str, Any] = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,80}$"}
 
 
 @dataclass(slots=True)
@@ -70,7 +72,7 @@ class Endpoint:
     response: type | None = None
     status: int = 200
     errors: tuple[ErrorCode, ...] = ()
-    path_params: tuple[str, ...] = ()
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

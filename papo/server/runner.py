@@ -23,6 +23,11 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=max(1, int(settings.http.drain_seconds)),
+        ws="websockets-sansio",
+        ws_max_size=settings.realtime.max_frame_bytes,
+        ws_ping_interval=settings.realtime.heartbeat_seconds,
+        ws_ping_timeout=settings.realtime.heartbeat_seconds,
+        ws_per_message_deflate=False,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
@@ -13,6 +14,9 @@ from papo.server.config import Settings
 from papo.server.metrics import Metrics
 from papo.server.resources import Resources
 
+if TYPE_CHECKING:
+    from papo.server.realtime import Realtime
+
 
 @dataclass(slots=True)
 class AppState:
@@ -21,6 +25,7 @@ class AppState:
     resources: Resources
     rate_limiter: RateLimiter
     account_service: AccountService | None
+    realtime: Realtime
 
     @property
     def accounts(self) -> AccountService:

@@ -22,7 +22,7 @@ from papo.domains.accounts.schemas import (
 from papo.domains.accounts.service import TokenPair
 from papo.persistence.ratelimit import Rate
 from papo.protocol.errors import ErrorCode, PapoError
-from papo.server.rest import Call, Endpoint
+from papo.server.rest import UUID_PARAM, Call, Endpoint
 
 
 async def enforce_rate(call: Call, name: str, key: str, rate_text: str) -> None:
@@ -199,7 +199,7 @@ endpoints = [
         auth=Permission.USERS_MANAGE,
         body=UpdateUserRequest,
         response=UserOut,
-        path_params=("id",),
+        path_params={"id": UUID_PARAM},
         errors=(ErrorCode.NOT_FOUND, ErrorCode.CANNOT_MODIFY_SELF),
         description="Disabling an account revokes its sessions; its access tokens stop "
         "working at once.",
@@ -223,7 +223,7 @@ endpoints = [
         ADMIN,
         auth=Permission.BOTS_MANAGE,
         response=BotTokenListOut,
-        path_params=("id",),
+        path_params={"id": UUID_PARAM},
         errors=(ErrorCode.NOT_FOUND,),
     ),
     Endpoint(
@@ -236,7 +236,7 @@ endpoints = [
         body=CreateBotTokenRequest,
         response=NewBotTokenOut,
         status=201,
-        path_params=("id",),
+        path_params={"id": UUID_PARAM},
         errors=(ErrorCode.NOT_FOUND,),
     ),
     Endpoint(
@@ -247,7 +247,7 @@ endpoints = [
         ADMIN,
         auth=Permission.BOTS_MANAGE,
         status=204,
-        path_params=("id",),
+        path_params={"id": UUID_PARAM},
         errors=(ErrorCode.NOT_FOUND,),
     ),
 ]

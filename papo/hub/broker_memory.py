@@ -1,0 +1,28 @@
+"""In-process ``Broker`` for a single node and the hub's own tests."""
+
+from __future__ import annotations
+
+from papo.hub.broker import DeliveryHandler
+
+
+class MemoryBroker:
+    def __init__(self) -> None:
+        self._deliver: DeliveryHandler | None = None
+        self._channels: set[str] = set()
+
+    async def start(self, deliver: DeliveryHandler) -> None:
+        self._deliver = deliver
+
+    async def stop(self) -> None:
+        self._deliver = None
+        self._channels.clear()
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        if self._deliver is not None and channel in self._channels:
+            self._deliver(channel, payload)

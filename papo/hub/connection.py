@@ -1,0 +1,144 @@
+"""One client connection: its lifecycle, its identity and its bounded outbox.
+
+Fan-out never awaits a client: ``push`` appends already-encoded text to a bounded
+outbox and returns; one writer task per connection drains it. A client whose outbox
+overflows is a slow consumer: it is closed with 4008 and resumes after reconnecting,
+while the room goes on at full speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from papo.protocol.close_codes import CLOSE_INFO, CloseCode
+from papo.protocol.frames import UserRef
+
+log = logging.getLogger("papo.hub")
+
+
+class State(Enum):
+    """``OPEN`` -> ``CLOSING`` -> ``CLOSED``; nothing ever goes back."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_ALLOWED = {
+    State.OPEN: {State.CLOSING, State.CLOSED},
+    State.CLOSING: {State.CLOSED},
+    State.CLOSED: set(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+class Transport(Protocol):
+    """What the hub needs from a WebSocket: send text, close with a code."""
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class Principal:
+    """Who is on the connection; refreshed in place by ``auth.refresh``."""
+
+    user: UserRef
+    role: str
+    expires_at: float | None
+
+
+class Connection:
+    def __init__(
+        self,
+        connection_id: str,
+        principal: Principal,
+        transport: Transport,
+        *,
+        max_outbox: int,
+        on_slow: Callable[[Connection], None],
+    ) -> None:
+        self.id = connection_id
+        self.principal = principal
+        self.transport = transport
+        self.state = State.OPEN
+        self.rooms: set[str] = set()
+        self.typing_in: dict[str, float] = {}
+        # room -> live events held back while missed messages are replayed
+        self.catching_up: dict[str, list[str]] = {}
+        self._outbox: deque[str] = deque()
+        self._max_outbox = max_outbox
+        self._wakeup = asyncio.Event()
+        self._on_slow = on_slow
+        self._writer: asyncio.Task[None] | None = None
+        self.close_code: int | None = None
+        # Called after ``auth.refresh`` replaced the principal (re-arms the expiry timer).
+        self.on_reauthenticated: Callable[[], None] = lambda: None
+
+    @property
+    def user_id(self) -> str:
+        return self.principal.user.id
+
+    def transition(self, new: State) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise IllegalTransition(f"connection {self.id}: {self.state.value} -> {new.value}")
+        self.state = new
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"papo-writer-{self.id}")
+
+    def push(self, text: str) -> bool:
+        """Queue ``text`` without waiting; False (and a slow-consumer close) on overflow."""
+        if self.state is not State.OPEN:
+            return False
+        if len(self._outbox) >= self._max_outbox:
+            self._outbox.clear()
+            self._on_slow(self)
+            self.close_soon(CloseCode.SLOW_CONSUMER)
+            return False
+        self._outbox.append(text)
+        self._wakeup.set()
+        return True
+
+    def close_soon(self, code: CloseCode) -> None:
+        """Close after what is already queued; callable from synchronous fan-out."""
+        if self.state is not State.OPEN:
+            return
+        self.transition(State.CLOSING)
+        self.close_code = code
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._outbox:
+                    await self.transport.send_text(self._outbox.popleft())
+                if self.state is State.CLOSING:
+                    code = CloseCode(self.close_code or CloseCode.NORMAL)
+                    await self.transport.close(code, CLOSE_INFO[code].reason)
+                    return
+        except (OSError, RuntimeError) as exc:
+            # The peer went away mid-send; the reader side notices and cleans up.
+            log.debug("writer stopped", extra={"connection": self.id, "error": str(exc)})
+
+    async def finish(self) -> None:
+        """Stop writing (the connection is gone); idempotent."""
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer

@@ -1,0 +1,186 @@
+"""The hub: connections in, events out, through the ports it was given.
+
+The node builds one ``Hub`` with its adapters; the WebSocket endpoint attaches each
+authenticated connection and hands it every decoded frame through the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from papo.hub.broker import Broker
+from papo.hub.connection import Connection, Principal, State, Transport
+from papo.hub.fanout import Fanout, room_channel, user_channel
+from papo.hub.history import History, Stored
+from papo.hub.metrics import HubMetrics
+from papo.hub.presence import Presence
+from papo.hub.rooms import RoomStore
+from papo.hub.writer import RoomWriters
+from papo.protocol.close_codes import CloseCode
+from papo.protocol.frames import MessageEvent, PresenceChanged, TypingEvent, UserRef
+
+log = logging.getLogger("papo.hub")
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    max_outbox: int = 1024
+    max_rooms_per_connection: int = 200
+    max_message_length: int = 4000
+    resume_limit: int = 1000
+    typing_interval: float = 0.3
+    frames_per_second: float = 50.0
+    frame_burst: int = 200
+    auth_timeout: float = 5.0
+    heartbeat_seconds: float = 20.0
+    token_warning_seconds: float = 60.0
+
+
+def dm_room_id(a: str, b: str) -> str:
+    first, second = sorted((a, b))
+    return f"dm:{first}:{second}"
+
+
+def dm_members(room_id: str) -> tuple[str, str] | None:
+    parts = room_id.split(":")
+    if len(parts) != 3 or parts[0] != "dm":
+        return None
+    return parts[1], parts[2]
+
+
+def message_event(message: Stored) -> MessageEvent:
+    return MessageEvent(
+        room=message.room,
+        seq=message.seq,
+        ts=message.ts,
+        sender=UserRef(id=message.sender_id, name=message.sender_name),
+        text=message.text,
+        client_id=message.client_id,
+        edited=message.edited,
+        deleted=message.deleted,
+    )
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        broker: Broker,
+        presence: Presence,
+        history: History,
+        rooms: RoomStore,
+        metrics: HubMetrics,
+        limits: HubLimits,
+    ) -> None:
+        self.broker = broker
+        self.presence = presence
+        self.history = history
+        self.rooms = rooms
+        self.metrics = metrics
+        self.limits = limits
+        self.fanout = Fanout(broker, metrics)
+        self.writers = RoomWriters(history, self._publish_messages, metrics)
+        self.connections: dict[str, Connection] = {}
+        self.accepting = True
+        self._all_gone = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.history.prepare()
+        await self.broker.start(self.fanout.deliver)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    # --- publishing ---------------------------------------------------------------------
+
+    async def _publish_messages(self, messages: Sequence[Stored]) -> None:
+        for message in messages:
+            event = message_event(message)
+            members = dm_members(message.room)
+            if members is None:
+                await self.fanout.publish(room_channel(message.room), event)
+            else:
+                # Direct messages follow the people, to every device they have online.
+                for user_id in dict.fromkeys(members):
+                    await self.fanout.publish(user_channel(user_id), event)
+
+    # --- connection lifecycle -------------------------------------------------------------
+
+    async def attach(
+        self, connection_id: str, principal: Principal, transport: Transport
+    ) -> Connection:
+        connection = Connection(
+            connection_id,
+            principal,
+            transport,
+            max_outbox=self.limits.max_outbox,
+            on_slow=self._slow_consumer,
+        )
+        self.connections[connection.id] = connection
+        connection.start()
+        await self.presence.connect(principal.user.id, connection.id)
+        await self.fanout.listen(user_channel(principal.user.id), connection)
+        self.metrics.connections.inc()
+        self.metrics.connections_total.inc()
+        return connection
+
+    def _slow_consumer(self, connection: Connection) -> None:
+        self.metrics.slow_consumers.inc()
+        self.metrics.closes.labels(str(int(CloseCode.SLOW_CONSUMER))).inc()
+        log.warning("slow consumer closed", extra={"connection": connection.id})
+
+    async def subscribe(self, connection: Connection, room: str) -> None:
+        connection.rooms.add(room)
+        await self.fanout.listen(room_channel(room), connection)
+        if await self.presence.add(room, connection.principal.user, connection.id):
+            await self.fanout.publish(
+                room_channel(room), PresenceChanged(room=room, joined=[connection.principal.user])
+            )
+
+    async def unsubscribe(self, connection: Connection, room: str) -> None:
+        if room not in connection.rooms:
+            return
+        connection.rooms.discard(room)
+        connection.catching_up.pop(room, None)
+        if connection.typing_in.pop(room, None) is not None:
+            await self.fanout.publish(
+                room_channel(room),
+                TypingEvent(room=room, user=connection.principal.user, active=False),
+            )
+        await self.fanout.unlisten(room_channel(room), connection)
+        if await self.presence.remove(room, connection.user_id, connection.id):
+            await self.fanout.publish(
+                room_channel(room), PresenceChanged(room=room, left=[connection.principal.user])
+            )
+
+    async def detach(self, connection: Connection) -> None:
+        if self.connections.pop(connection.id, None) is None:
+            return
+        for room in list(connection.rooms):
+            try:
+                await self.unsubscribe(connection, room)
+            except Exception as exc:  # one failing room must not leak the others
+                log.warning("cleanup failed", extra={"room": room, "error": repr(exc)})
+        await self.fanout.unlisten(user_channel(connection.user_id), connection)
+        await self.presence.disconnect(connection.user_id, connection.id)
+        await connection.finish()
+        self.metrics.connections.dec()
+        if not self.connections:
+            self._all_gone.set()
+
+    async def drain(self, seconds: float) -> None:
+        """Stop accepting, tell every client to reconnect elsewhere, flush writes."""
+        self.accepting = False
+        for connection in list(self.connections.values()):
+            if connection.state is State.OPEN:
+                self.metrics.closes.labels(str(int(CloseCode.SERVICE_RESTART))).inc()
+                connection.close_soon(CloseCode.SERVICE_RESTART)
+        await self.writers.drain(seconds)
+        if self.connections:
+            self._all_gone.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_gone.wait(), seconds)

@@ -1,0 +1,76 @@
+"""The hub's Prometheus metrics, registered on the registry the node gives it."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class HubMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.connections = Gauge(
+            "papo_ws_connections", "Open WebSocket connections on this node.", registry=registry
+        )
+        self.connections_total = Counter(
+            "papo_ws_connections_opened_total",
+            "WebSocket connections accepted.",
+            registry=registry,
+        )
+        self.frames_in = Counter(
+            "papo_ws_frames_in_total",
+            "Client frames received, by frame type.",
+            ("type",),
+            registry=registry,
+        )
+        self.frames_out = Counter(
+            "papo_ws_frames_out_total",
+            "Frames queued to clients, by kind (reply, error, or the event type).",
+            ("type",),
+            registry=registry,
+        )
+        self.errors = Counter(
+            "papo_ws_errors_total",
+            "Error replies sent, by error code.",
+            ("code",),
+            registry=registry,
+        )
+        self.closes = Counter(
+            "papo_ws_closes_total",
+            "Connections closed by papo, by close code.",
+            ("code",),
+            registry=registry,
+        )
+        self.slow_consumers = Counter(
+            "papo_ws_slow_consumer_closes_total",
+            "Connections closed because their outbox overflowed.",
+            registry=registry,
+        )
+        self.outbox_drops = Counter(
+            "papo_ws_outbox_dropped_total",
+            "Queued frames discarded when a slow consumer was closed.",
+            registry=registry,
+        )
+        self.fanout_seconds = Histogram(
+            "papo_fanout_seconds",
+            "Time to queue one event to every local recipient.",
+            buckets=FANOUT_BUCKETS,
+            registry=registry,
+        )
+        self.fanout_recipients = Counter(
+            "papo_fanout_deliveries_total",
+            "Events queued to local connections.",
+            registry=registry,
+        )
+        self.history_batch = Histogram(
+            "papo_history_write_batch_size",
+            "Messages per durable history write.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.messages = Counter(
+            "papo_messages_stored_total",
+            "Messages stored (acknowledged) by this node.",
+            registry=registry,
+        )

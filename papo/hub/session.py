@@ -1,0 +1,217 @@
+"""One connection's frame loop, independent of the WebSocket library.
+
+Decodes each frame through the registry, checks who may send it, runs its handler and
+sends exactly one reply. Also enforces the per-connection frame rate and watches the
+access token's expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import msgspec
+
+from papo.hub.chat import REPLIED, Deferred, ack
+from papo.hub.connection import Connection, State
+from papo.hub.hub import Hub
+from papo.protocol import frames as f
+from papo.protocol.close_codes import CloseCode
+from papo.protocol.errors import ErrorCode, PapoError
+from papo.protocol.registry import FrameSpec, Registry, frame_tag
+
+log = logging.getLogger("papo.hub")
+
+MAX_IN_FLIGHT = 64
+ABUSE_WINDOW = 10.0
+ABUSE_LIMIT = 50
+
+
+class _Envelope(msgspec.Struct):
+    """Enough of a bad frame to address the error reply (its id) and count it (its type)."""
+
+    id: Any = None
+    type: Any = None
+
+
+_envelope = msgspec.json.Decoder(_Envelope)
+_encoder = msgspec.json.Encoder()
+
+
+def _salvage(raw: str | bytes) -> _Envelope:
+    try:
+        envelope = _envelope.decode(raw)
+    except msgspec.MsgspecError:
+        return _Envelope()
+    if not isinstance(envelope.id, str | int) or isinstance(envelope.id, bool):
+        envelope.id = None
+    return envelope
+
+
+class Session:
+    def __init__(self, hub: Hub, registry: Registry[Connection], connection: Connection) -> None:
+        self.hub = hub
+        self.registry = registry
+        self.connection = connection
+        limits = hub.limits
+        self._tokens = float(limits.frame_burst)
+        self._refilled = time.monotonic()
+        self._strikes: list[float] = []
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._expiry: asyncio.Task[None] | None = None
+
+    # --- replies ---------------------------------------------------------------------------
+
+    def _reply(self, request_id: Any, data: Any) -> None:
+        self.connection.push(_encoder.encode(f.Ok(id=request_id, data=data)).decode())
+        self.hub.metrics.frames_out.labels("ok").inc()
+
+    def _error(self, request_id: Any, error: PapoError) -> None:
+        frame = f.Error(
+            id=request_id, code=error.code.value, message=error.message, field=error.field
+        )
+        self.connection.push(_encoder.encode(frame).decode())
+        self.hub.metrics.errors.labels(error.code.value).inc()
+        self.hub.metrics.frames_out.labels("error").inc()
+
+    def send_event(self, event: f.Event) -> None:
+        self.connection.push(_encoder.encode(event).decode())
+
+    # --- limits ----------------------------------------------------------------------------
+
+    def _take_token(self) -> bool:
+        limits = self.hub.limits
+        now = time.monotonic()
+        self._tokens = min(
+            float(limits.frame_burst),
+            self._tokens + (now - self._refilled) * limits.frames_per_second,
+        )
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _strike(self, code: CloseCode) -> None:
+        """Count a refused frame; a client that keeps at it is disconnected."""
+        now = time.monotonic()
+        self._strikes = [t for t in self._strikes if now - t < ABUSE_WINDOW]
+        self._strikes.append(now)
+        if len(self._strikes) >= ABUSE_LIMIT:
+            self.hub.metrics.closes.labels(str(int(code))).inc()
+            self.connection.close_soon(code)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    async def handle(self, raw: str | bytes, *, binary: bool = False) -> None:
+        if self.connection.state is not State.OPEN:
+            return
+        if binary:
+            self._error(
+                None, PapoError(ErrorCode.BINARY_FRAME, "papo accepts text frames of JSON only")
+            )
+            self._strike(CloseCode.PROTOCOL_ABUSE)
+            return
+        if not self._take_token():
+            envelope = _salvage(raw)
+            self._error(
+                envelope.id,
+                PapoError(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self.hub.limits.frames_per_second:g} frames per second; slow down",
+                    retry_after=1.0,
+                ),
+            )
+            self._strike(CloseCode.RATE_LIMITED)
+            return
+        try:
+            frame = self.registry.decode(raw)
+        except PapoError as error:
+            envelope = _salvage(raw)
+            self.hub.metrics.frames_in.labels("invalid").inc()
+            self._error(envelope.id, error)
+            self._strike(CloseCode.PROTOCOL_ABUSE)
+            return
+        spec = self.registry.spec(frame_tag(type(frame)))
+        await self._run(spec, frame)
+
+    async def _run(self, spec: FrameSpec[Connection], frame: f.Request) -> None:
+        self.hub.metrics.frames_in.labels(spec.frame_type).inc()
+        if spec.roles is not None and self.connection.principal.role not in spec.roles:
+            self._error(
+                frame.id,
+                PapoError(
+                    ErrorCode.FORBIDDEN,
+                    f"role {self.connection.principal.role} may not send {spec.frame_type}",
+                ),
+            )
+            return
+        try:
+            result = await spec.handler(self.connection, frame)
+        except PapoError as error:
+            self._error(frame.id, error)
+            return
+        except Exception:
+            log.exception("handler failed", extra={"type": spec.frame_type})
+            self._error(
+                frame.id, PapoError(ErrorCode.INTERNAL_ERROR, "papo hit an unexpected error")
+            )
+            return
+        if result is REPLIED:
+            return
+        if isinstance(result, Deferred):
+            await self._in_flight.acquire()  # backpressure: stop reading when too many wait
+            task = asyncio.create_task(self._await_deferred(frame.id, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._reply(frame.id, result)
+
+    async def _await_deferred(self, request_id: Any, deferred: Deferred) -> None:
+        try:
+            stored = await deferred.future
+        except Exception as exc:
+            log.warning("send failed", extra={"error": repr(exc)})
+            self._error(
+                request_id,
+                PapoError(
+                    ErrorCode.UNAVAILABLE,
+                    "the message was not stored; retry with the same client_id",
+                ),
+            )
+        else:
+            self._reply(request_id, ack(stored))
+        finally:
+            self._in_flight.release()
+
+    # --- token expiry ----------------------------------------------------------------------
+
+    def watch_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        expires_at = self.connection.principal.expires_at
+        if expires_at is not None:
+            self._expiry = asyncio.create_task(self._expire(expires_at))
+
+    async def _expire(self, expires_at: float) -> None:
+        warn_at = expires_at - self.hub.limits.token_warning_seconds
+        if warn_at > time.time():
+            await asyncio.sleep(warn_at - time.time())
+            self.send_event(f.TokenExpiring(expires_at=expires_at))
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        if self.connection.principal.expires_at == expires_at:
+            self.hub.metrics.closes.labels(str(int(CloseCode.TOKEN_EXPIRED))).inc()
+            self.connection.close_soon(CloseCode.TOKEN_EXPIRED)
+
+    async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
