@@ -83,6 +83,7 @@ class Connection:
         self._on_slow = on_slow
         self._writer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
+        self.closing = asyncio.Event()
         # Called after ``auth.refresh`` replaced the principal (re-arms the expiry timer).
         self.on_reauthenticated: Callable[[], None] = lambda: None
 
@@ -117,6 +118,7 @@ class Connection:
             return
         self.transition(State.CLOSING)
         self.close_code = code
+        self.closing.set()
         self._wakeup.set()
 
     async def _write_loop(self) -> None:
@@ -133,6 +135,16 @@ class Connection:
         except (OSError, RuntimeError) as exc:
             # The peer went away mid-send; the reader side notices and cleans up.
             log.debug("writer stopped", extra={"connection": self.id, "error": str(exc)})
+
+    async def wait_closed(self, seconds: float) -> bool:
+        """Give the writer ``seconds`` to flush and send the close frame; True if it did."""
+        if self._writer is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def finish(self) -> None:
         """Stop writing (the connection is gone); idempotent."""

@@ -22,6 +22,7 @@ from papo.server.state import AppState, app_state
 
 log = logging.getLogger("papo.ws")
 _encoder = msgspec.json.Encoder()
+CLOSE_GRACE_SECONDS = 5.0
 
 
 class StarletteTransport:
@@ -126,6 +127,22 @@ async def _serve(
         )
     session.watch_expiry()
     log.info("connected", extra={"user": connection.user_id, "role": connection.principal.role})
+    reader = asyncio.create_task(_read(websocket, session))
+    closing = asyncio.create_task(connection.closing.wait())
+    try:
+        await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+        if not reader.done():
+            # papo is closing this connection (slow consumer, expiry, drain, abuse): give
+            # the writer a moment to deliver the close frame, then let go of the peer even
+            # if it never reads again.
+            await connection.wait_closed(CLOSE_GRACE_SECONDS)
+    finally:
+        for task in (reader, closing):
+            task.cancel()
+        await asyncio.gather(reader, closing, return_exceptions=True)
+
+
+async def _read(websocket: WebSocket, session: Session) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":

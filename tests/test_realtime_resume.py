@@ -1,0 +1,118 @@
+"""Resume after a dropped connection: every missed message once, in order, then live."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from papo.client import PapoClient
+from papo.server.app import create_app
+from papo.server.config import Settings
+from papo.server.runner import RunningServer, start_in_loop
+from tests.conftest import Session, register_and_login, ws_url
+
+Connect = Callable[..., Awaitable[PapoClient]]
+
+
+async def _collect_messages(client: PapoClient, room: str, until_seq: int) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    while not got or got[-1]["seq"] < until_seq:
+        event = await client.next_event(10)
+        if event["type"] == "message" and event["room"] == room:
+            got.append(event)
+    return got
+
+
+async def test_a_dropped_client_resumes_every_missed_message_once_in_order(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    talker_session = await register_and_login(http, prefix="talker")
+    reader_session = await register_and_login(http, prefix="reader")
+    talker = await connect(talker_session)
+    room = (await talker.request("room.create", name="busy"))["id"]
+    await talker.request("room.join", room=room)
+    reader = await connect(reader_session)
+    await reader.request("room.join", room=room)
+
+    stop = asyncio.Event()
+    sent: list[int] = []
+
+    async def keep_talking() -> None:
+        n = 0
+        while not stop.is_set():
+            ack = await talker.send_message(room, f"m{n}")
+            sent.append(ack["seq"])
+            n += 1
+            await asyncio.sleep(0.002)
+
+    talking = asyncio.create_task(keep_talking())
+    await _collect_messages(reader, room, until_seq=10)
+    await reader.drop()  # the network goes away while the room keeps talking
+    await asyncio.sleep(0.3)
+    while reader.reconnects == 0:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # live traffic flows after the resume
+    stop.set()
+    await talking
+    last = sent[-1]
+    after_drop = await _collect_messages(reader, room, until_seq=last)
+    seqs = [event["seq"] for event in after_drop]
+    assert seqs == list(range(11, last + 1)), "no gap and no duplicate across the drop"
+    assert reader.reconnects == 1
+    assert last > 20, "the room kept talking during the outage"
+
+
+async def test_resume_names_the_missed_count_and_replays_then_goes_live(
+    http: httpx.AsyncClient, connect: Connect, server: RunningServer
+) -> None:
+    alice = await register_and_login(http, prefix="alice")
+    a = await connect(alice)
+    room = (await a.request("room.create", name="r"))["id"]
+    await a.request("room.join", room=room)
+    for i in range(7):
+        await a.send_message(room, f"m{i}")
+    fresh = await connect(alice)
+    report = await fresh.request("resume", rooms={room: 4})
+    assert report["rooms"][room] == {"replayed": 3, "last_seq": 7, "reset": False}
+    replayed = [fresh.pending_events()]
+    seqs = [e["seq"] for e in replayed[0] if e["type"] == "message"]
+    assert seqs == [5, 6, 7]
+    await a.send_message(room, "live")
+    live = await _collect_messages(fresh, room, until_seq=8)
+    assert [e["seq"] for e in live] == [8]
+
+
+@pytest.fixture
+async def small_resume_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
+    realtime = dataclasses.replace(base_settings.realtime, resume_limit=5)
+    settings = dataclasses.replace(base_settings, realtime=realtime)
+    running = await start_in_loop(create_app(settings), settings)
+    yield running
+    await running.stop()
+
+
+async def test_too_far_behind_gets_an_explicit_reset(
+    small_resume_server: RunningServer, base_settings: Settings
+) -> None:
+    async with httpx.AsyncClient(base_url=small_resume_server.url) as http:
+        session: Session = await register_and_login(http)
+    url = ws_url(small_resume_server)
+    async with await PapoClient.connect(url, session.access_token) as client:
+        room = (await client.request("room.create", name="r"))["id"]
+        await client.request("room.join", room=room)
+        for i in range(12):
+            await client.send_message(room, f"m{i}")
+    async with await PapoClient.connect(url, session.access_token) as again:
+        report = await again.request("resume", rooms={room: 2})
+        assert report["rooms"][room]["reset"] is True
+        reset = [e for e in again.pending_events() if e["type"] == "resume.reset"]
+        assert reset == [{"type": "resume.reset", "room": room, "last_seq": 12, "missed": 10}]
+        with contextlib.suppress(TimeoutError):
+            stray = await again.next_event(0.3)
+            assert stray["type"] != "message", "nothing is replayed after a reset"
