@@ -78,6 +78,7 @@ class PapoClient:
         self.welcome: dict[str, Any] = {}
         self.close_codes: list[int] = []
         self.reconnects = 0
+        self._reconnected = asyncio.Event()
 
     @classmethod
     async def connect(cls, url: str, token: str | None = None, **options: Any) -> PapoClient:
@@ -151,6 +152,7 @@ class PapoClient:
                 log.debug("reconnect failed", extra={"error": repr(exc)})
                 continue
             self.reconnects += 1
+            self._reconnected.set()
             if self.joined:
                 resume_id = next(self._ids)
                 frame = {
@@ -236,6 +238,10 @@ class PapoClient:
                 if error.code != "unavailable":
                     raise
                 await asyncio.sleep(0.1)
+
+    async def wait_reconnected(self, seconds: float) -> None:
+        """Wait until the client has reconnected (at least once) after a drop."""
+        await asyncio.wait_for(self._reconnected.wait(), seconds)
 
     async def next_event(self, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
         return await asyncio.wait_for(self._events.get(), timeout)

@@ -55,8 +55,7 @@ async def test_a_dropped_client_resumes_every_missed_message_once_in_order(
     await _collect_messages(reader, room, until_seq=10)
     await reader.drop()  # the network goes away while the room keeps talking
     await asyncio.sleep(0.3)
-    while reader.reconnects == 0:
-        await asyncio.sleep(0.05)
+    await reader.wait_reconnected(10)
     await asyncio.sleep(0.3)  # live traffic flows after the resume
     stop.set()
     await talking
