@@ -42,8 +42,15 @@ class IllegalTransition(RuntimeError):
     pass
 
 
+class TransportClosed(Exception):
+    """The peer is gone; raised by transports so the hub needs no WebSocket library."""
+
+
 class Transport(Protocol):
-    """What the hub needs from a WebSocket: send text, close with a code."""
+    """What the hub needs from a WebSocket: send text, close with a code.
+
+    Both raise ``TransportClosed`` once the peer has gone away.
+    """
 
     async def send_text(self, text: str) -> None: ...
 
@@ -132,7 +139,7 @@ class Connection:
                     code = CloseCode(self.close_code or CloseCode.NORMAL)
                     await self.transport.close(code, CLOSE_INFO[code].reason)
                     return
-        except (OSError, RuntimeError) as exc:
+        except (TransportClosed, OSError) as exc:
             # The peer went away mid-send; the reader side notices and cleans up.
             log.debug("writer stopped", extra={"connection": self.id, "error": str(exc)})
 

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from papo.hub.connection import Connection
+from papo.hub.connection import Connection, TransportClosed
 from papo.hub.session import Session
 from papo.protocol import frames as f
 from papo.protocol.close_codes import CLOSE_INFO, CloseCode
@@ -30,10 +30,16 @@ class StarletteTransport:
         self._websocket = websocket
 
     async def send_text(self, text: str) -> None:
-        await self._websocket.send({"type": "websocket.send", "text": text})
+        try:
+            await self._websocket.send({"type": "websocket.send", "text": text})
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            raise TransportClosed from exc
 
     async def close(self, code: int, reason: str) -> None:
-        await self._websocket.close(code, reason)
+        try:
+            await self._websocket.close(code, reason)
+        except (WebSocketDisconnect, RuntimeError) as exc:
+            raise TransportClosed from exc
 
 
 async def _refuse(websocket: WebSocket, code: CloseCode, error: PapoError, request_id: Any) -> None:
