@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -76,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
         help="list migrations and when each was applied",
         description="List every migration and whether it is applied.",
     )
+    protocol = commands.add_parser(
+        "protocol",
+        help="write or check docs/protocol.md and docs/protocol.schema.json",
+        description="Generate the WebSocket protocol documentation from its definitions.",
+    )
+    protocol.add_argument("--docs", default="docs", help="the docs directory (default: docs)")
+    protocol.add_argument(
+        "--check", action="store_true", help="exit 1 if the committed files are out of date"
+    )
     users = commands.add_parser(
         "users",
         help="manage accounts from the command line (needs PAPO_DATABASE_URL)",
@@ -112,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_dev(settings, os.environ)
         if args.command == "worker":
             return _worker(settings, check=args.check)
+        if args.command == "protocol":
+            return _protocol(Path(args.docs), check=args.check)
         if args.command == "users":
             password = _admin_password(args.password_stdin)
             return asyncio.run(_create_admin(settings, args.email, args.display_name, password))
@@ -149,6 +161,19 @@ def _worker(settings: Settings, *, check: bool) -> int:
     if check:
         return 0 if asyncio.run(worker_is_healthy(redis_url)) else 1
     build_worker(redis_url, handle_signals=True).run()
+    return 0
+
+
+def _protocol(docs_dir: Path, *, check: bool) -> int:
+    from papo.server import contract
+
+    if check:
+        stale = contract.stale(docs_dir)
+        for name in stale:
+            print(f"papo: {docs_dir / name} is out of date; run `papo protocol`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in contract.write(docs_dir):
+        print(f"wrote {path}")
     return 0
 
 
