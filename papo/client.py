@@ -78,6 +78,7 @@ class PapoClient:
         self.welcome: dict[str, Any] = {}
         self.close_codes: list[int] = []
         self.reconnects = 0
+        self.duplicates_dropped = 0  # messages the server sent twice (should stay 0)
         self._reconnected = asyncio.Event()
 
     @classmethod
@@ -188,7 +189,8 @@ class PapoClient:
         if kind == "message":
             room, seq = frame["room"], frame["seq"]
             if seq <= self.last_seq.get(room, 0):
-                return  # already handed out: resume overlap or a second delivery path
+                self.duplicates_dropped += 1
+                return  # already handed out: never hand a message out twice
             self.last_seq[room] = seq
         elif kind == "resume.reset":
             self.last_seq[frame["room"]] = frame["last_seq"]

@@ -276,3 +276,27 @@ async def test_room_lists_paginate(http: httpx.AsyncClient, connect: Connect) ->
             break
     assert made <= set(seen)
     assert len(seen) == len(set(seen))
+
+
+async def test_metrics_count_connections_frames_errors_and_batches(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    client = await connect(await register_and_login(http))
+    room = (await client.request("room.create", name="counted"))["id"]
+    await client.request("room.join", room=room)
+    await client.send_message(room, "one")
+    with pytest.raises(PapoClientError):
+        await client.request("room.join", room="r_nope")
+    text = (await http.get("/metrics")).text
+    lines = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("papo_")
+    }
+    assert lines["papo_ws_connections"] >= 1
+    assert lines['papo_ws_frames_in_total{type="message.send"}'] >= 1
+    assert lines['papo_ws_errors_total{code="not_found"}'] >= 1
+    assert lines["papo_history_write_batch_size_count"] >= 1
+    assert lines["papo_fanout_deliveries_total"] >= 1
+    assert lines["papo_messages_stored_total"] >= 1
+    assert "papo_fanout_seconds_bucket" in text

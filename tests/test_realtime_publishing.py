@@ -152,6 +152,8 @@ def _serve(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
         "PAPO_DRAIN_SECONDS": "3",
         "PAPO_WS_FRAMES_PER_SECOND": "10000",
         "PAPO_WS_FRAME_BURST": "10000",
+        "PAPO_RATE_LOGIN_IP": "100000/60",
+        "PAPO_RATE_REGISTER_IP": "100000/60",
     }
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -181,9 +183,14 @@ async def test_a_restarted_papo_serve_loses_no_acked_message(
     port = free_port()
     url, log = f"http://127.0.0.1:{port}", tmp_path / "serve.log"
     first = _serve(base_settings, port, log)
-    await _wait_ready(url, first, log)
-    async with httpx.AsyncClient(base_url=url) as http:
-        session = await register_and_login(http)
+    try:
+        await _wait_ready(url, first, log)
+        async with httpx.AsyncClient(base_url=url) as http:
+            session = await register_and_login(http)
+    except BaseException:
+        first.kill()
+        first.wait(10)
+        raise
     ws = f"ws://127.0.0.1:{port}/ws"
     client = await PapoClient.connect(ws, session.access_token, max_backoff=0.5)
     room = (await client.request("room.create", name="durable"))["id"]

@@ -17,7 +17,7 @@ import msgspec
 
 from papo.hub.connection import Connection
 from papo.hub.directory import Directory
-from papo.hub.fanout import encode_event, room_channel, user_channel
+from papo.hub.fanout import encode_event, replay_allows, room_channel, user_channel
 from papo.hub.history import Draft, Stored
 from papo.hub.hub import Hub, dm_members, dm_room_id, message_event
 from papo.hub.rooms import Room
@@ -27,14 +27,6 @@ from papo.protocol.registry import Registry
 
 REPLIED = object()
 REPLAY_PAGE = 200
-
-
-class _SeqOnly(msgspec.Struct):
-    type: str
-    seq: int = 0
-
-
-_seq_decoder = msgspec.json.Decoder(_SeqOnly)
 
 
 class Deferred:
@@ -158,11 +150,12 @@ class Chat:
 
     def _flush(self, connection: Connection, room: str, *, sent_up_to: int) -> None:
         """Release live events held during a replay, minus messages already sent."""
-        for text in connection.catching_up.pop(room, []):
-            head = _seq_decoder.decode(text)
-            if head.type == "message" and head.seq <= sent_up_to:
-                continue
-            connection.push(text)
+        buffered = connection.catching_up.pop(room, [])
+        if sent_up_to > 0:
+            connection.replayed_upto[room] = sent_up_to
+        for text in buffered:
+            if replay_allows(connection, room, text):
+                connection.push(text)
 
     async def leave(self, connection: Connection, frame: f.RoomLeave) -> dict[str, Any]:
         room = await self._room(connection, frame.room, member=True)
@@ -307,6 +300,7 @@ class Chat:
                 connection.push(
                     encode_event(f.ResumeReset(room=room, last_seq=last, missed=missed)).decode()
                 )
+                sent_up_to = last  # the client reloads history up to here itself
                 return {"replayed": 0, "last_seq": last, "reset": True}
             while sent_up_to < last:
                 page = await self.hub.history.after(room, sent_up_to, REPLAY_PAGE)

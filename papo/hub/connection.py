@@ -84,6 +84,8 @@ class Connection:
         self.typing_in: dict[str, float] = {}
         # room -> live events held back while missed messages are replayed
         self.catching_up: dict[str, list[str]] = {}
+        # room -> highest sequence sent by a replay; live copies up to it are dropped
+        self.replayed_upto: dict[str, int] = {}
         self._outbox: deque[str] = deque()
         self._max_outbox = max_outbox
         self._wakeup = asyncio.Event()

@@ -32,6 +32,32 @@ def encode_event(event: Event) -> bytes:
     return encoder.encode(event)
 
 
+class _Head(msgspec.Struct):
+    type: str
+    seq: int = 0
+
+
+_head = msgspec.json.Decoder(_Head)
+
+
+def replay_allows(connection: Connection, room: str, text: str) -> bool:
+    """False for a live message a replay already sent to this connection.
+
+    A message can be readable in history a moment before its live copy is published;
+    a replay that read it must not let the live copy through again.
+    """
+    mark = connection.replayed_upto.get(room)
+    if mark is None:
+        return True
+    head = _head.decode(text)
+    if head.type != "message":
+        return True
+    if head.seq <= mark:
+        return False
+    del connection.replayed_upto[room]  # live has moved past the replay: stop checking
+    return True
+
+
 class Fanout:
     def __init__(self, broker: Broker, metrics: HubMetrics) -> None:
         self.broker = broker
@@ -72,9 +98,14 @@ class Fanout:
         room = channel[5:] if channel.startswith("room:") else None
         delivered = 0
         for connection in tuple(listeners):
-            if room is not None and room in connection.catching_up:
-                connection.catching_up[room].append(text)
-            elif connection.push(text):
+            # Only connections inside or just after a replay pay for the extra checks.
+            if room is not None and (connection.catching_up or connection.replayed_upto):
+                if room in connection.catching_up:
+                    connection.catching_up[room].append(text)
+                    continue
+                if not replay_allows(connection, room, text):
+                    continue
+            if connection.push(text):
                 delivered += 1
         self.metrics.fanout_recipients.inc(delivered)
         self.metrics.fanout_seconds.observe(time.perf_counter() - started)
