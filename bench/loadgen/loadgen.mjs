@@ -1,0 +1,256 @@
+// papo's load generator: one Node process (pinned to its own core by bench/run.py)
+// that speaks papo's protocol, a minimal JSON room protocol (ceiling, Channels) and
+// socket.io, and runs the scenarios S1-S5. Prints one JSON result line on stdout.
+import { performance } from "node:perf_hooks";
+import WebSocket from "ws";
+import { io } from "socket.io-client";
+
+const args = JSON.parse(process.argv[2]);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// --- protocol adapters -----------------------------------------------------------------
+
+class BenchClient {  // {"op": "join"} / {"op": "pub"}; messages arrive as bare strings
+  constructor(url) { this.url = url; this.onMessage = () => {}; }
+  open() {
+    return new Promise((resolve, reject) => {
+      this.ws = new WebSocket(this.url, { perMessageDeflate: false });
+      this.ws.on("open", resolve);
+      this.ws.on("error", reject);
+      this.ws.on("message", (raw) => {
+        const text = raw.toString();
+        if (text.startsWith('{"op"')) { if (this.joined) { this.joined(); this.joined = null; } return; }
+        this.onMessage(text, 0);
+      });
+    });
+  }
+  join(room) { return new Promise((r) => { this.joined = r; this.ws.send(JSON.stringify({ op: "join", room })); }); }
+  publish(room, data) { this.ws.send(JSON.stringify({ op: "pub", room, data })); }
+  close() { this.ws.terminate(); }
+}
+
+class SioClient {
+  constructor(url) { this.url = url; this.onMessage = () => {}; }
+  open() {
+    return new Promise((resolve, reject) => {
+      this.socket = io(this.url, { transports: ["websocket"], reconnection: false, forceNew: true });
+      this.socket.on("connect", resolve);
+      this.socket.on("connect_error", reject);
+      this.socket.on("msg", (data) => this.onMessage(data, 0));
+    });
+  }
+  join(room) { return this.socket.timeout(30000).emitWithAck("join", room); }
+  publish(room, data) { this.socket.emit("pub", { room, data }); }
+  close() { this.socket.disconnect(); }
+}
+
+class PapoClient {
+  constructor(url, token) {
+    this.url = `${url}?token=${token}`; this.onMessage = () => {}; this.pending = new Map();
+    this.nextId = 1; this.lastSeq = new Map(); this.seen = new Map(); this.duplicates = 0;
+  }
+  open() {
+    return new Promise((resolve, reject) => {
+      this.ws = new WebSocket(this.url, { perMessageDeflate: false });
+      this.ws.on("error", (e) => { if (!this.welcomed) reject(e); });
+      this.ws.on("close", () => { for (const p of this.pending.values()) p.reject(new Error("closed")); this.pending.clear(); });
+      this.ws.on("message", (raw) => {
+        const frame = JSON.parse(raw.toString());
+        if (frame.type === "message") {
+          const last = this.lastSeq.get(frame.room) || 0;
+          if (frame.seq <= last) { this.duplicates += 1; return; }
+          this.lastSeq.set(frame.room, frame.seq);
+          this.onMessage(frame.text, frame.seq);
+        } else if (frame.type === "ok" || frame.type === "error") {
+          const p = this.pending.get(frame.id); if (!p) return; this.pending.delete(frame.id);
+          if (frame.type === "ok") p.resolve(frame.data); else p.reject(new Error(frame.code));
+        } else if (frame.type === "welcome") { this.welcomed = true; resolve(); }
+      });
+    });
+  }
+  request(type, fields) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.ws.send(JSON.stringify({ type, id, ...fields }));
+    });
+  }
+  async join(room) { return this.request("room.join", { room, history: 0 }); }
+  publish(room, data) {
+    const id = this.nextId++;
+    this.ws.send(JSON.stringify({ type: "message.send", id, room, text: data, client_id: `c${id}-${Math.random()}` }));
+  }
+  close() { this.ws.terminate(); }
+}
+
+function makeClient() {
+  if (args.protocol === "papo") return new PapoClient(args.url, args.token);
+  if (args.protocol === "sio") return new SioClient(args.url);
+  return new BenchClient(args.url);
+}
+
+async function openMany(count, concurrency = 50) {
+  const clients = new Array(count);
+  let next = 0;
+  async function worker() {
+    while (next < count) {
+      const i = next++;
+      const c = makeClient();
+      await c.open();
+      clients[i] = c;
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  return clients;
+}
+
+async function roomIds(names) {  // papo rooms must be created; the others use names
+  if (args.protocol !== "papo") return names;
+  const admin = makeClient(); await admin.open();
+  const ids = [];
+  for (const name of names) ids.push((await admin.request("room.create", { name })).id);
+  admin.close();
+  return ids;
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function cpuMeter() {
+  const start = process.cpuUsage(); const t0 = performance.now();
+  return () => { const u = process.cpuUsage(start); return ((u.user + u.system) / 1000) / (performance.now() - t0) * 100; };
+}
+
+// --- scenarios ------------------------------------------------------------------------
+
+async function s1() {  // fan-out throughput with a bounded publish window
+  const [room] = await roomIds(["s1"]);
+  const subs = await openMany(args.subscribers);
+  await Promise.all(subs.map((c) => c.join(room)));
+  const pub = makeClient(); await pub.open();
+  let received = 0; let sentinel = 0; let sent = 0; let wake = null;
+  subs.forEach((c) => { c.onMessage = () => { received += 1; }; });
+  subs[subs.length - 1].onMessage = () => {
+    received += 1; sentinel += 1;
+    if (wake && sent - sentinel < args.window) { const w = wake; wake = null; w(); }
+  };
+  const yieldNow = () => new Promise((r) => setImmediate(r));
+  // Sleep (no spinning) until the sentinel subscriber has caught up, or 50 ms pass.
+  const windowOpen = () => new Promise((r) => { wake = r; setTimeout(() => { if (wake === r) { wake = null; r(); } }, 50); });
+  const warmupEnd = performance.now() + args.warmup * 1000;
+  let meter = null; let t0 = 0; let base = 0;
+  const deadline = warmupEnd + args.seconds * 1000;
+  while (performance.now() < deadline) {
+    if (meter === null && performance.now() >= warmupEnd) { meter = cpuMeter(); t0 = performance.now(); base = received; }
+    if (sent - sentinel < args.window) {
+      pub.publish(room, `${sent}|${performance.now()}`); sent += 1;
+      if (sent % 8 === 0) await yieldNow();
+    } else await windowOpen();
+  }
+  const elapsed = (performance.now() - t0) / 1000;
+  const result = { deliveries_per_s: Math.round((received - base) / elapsed), published: sent, loadgen_cpu: Math.round(meter()) };
+  [...subs, pub].forEach((c) => c.close());
+  return result;
+}
+
+async function s2() {  // fan-out latency at a fixed publish rate
+  const [room] = await roomIds(["s2"]);
+  const subs = await openMany(args.subscribers);
+  await Promise.all(subs.map((c) => c.join(room)));
+  const pub = makeClient(); await pub.open();
+  const latencies = [];
+  subs.forEach((c) => { c.onMessage = (data) => { latencies.push(performance.now() - Number(data.split("|")[1])); }; });
+  const meter = cpuMeter();
+  const total = args.rate * args.seconds; const interval = 1000 / args.rate; const start = performance.now();
+  for (let i = 0; i < total; i++) {
+    const due = start + i * interval; const wait = due - performance.now();
+    if (wait > 1) await sleep(wait);
+    pub.publish(room, `${i}|${performance.now()}`);
+  }
+  const deadline = performance.now() + 5000;
+  while (latencies.length < total * subs.length && performance.now() < deadline) await sleep(50);
+  const cpu = meter();
+  latencies.sort((a, b) => a - b);
+  [...subs, pub].forEach((c) => c.close());
+  return {
+    p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2),
+    max_ms: +latencies[latencies.length - 1].toFixed(2),
+    delivered_pct: +(100 * latencies.length / (total * subs.length)).toFixed(2), loadgen_cpu: Math.round(cpu),
+  };
+}
+
+async function s3() {  // idle connections: connect rate, then hold for the RSS sample
+  const rooms = await roomIds(Array.from({ length: 100 }, (_, i) => `s3-${i}`));
+  const started = performance.now();
+  const clients = await openMany(args.connections, 100);
+  await Promise.all(clients.map((c, i) => c.join(rooms[i % rooms.length])));
+  const seconds = (performance.now() - started) / 1000;
+  console.log(JSON.stringify({ phase: "hold", connections: clients.length }));
+  await sleep(args.hold * 1000);
+  clients.forEach((c) => c.close());
+  return { connections: clients.length, connects_per_s: Math.round(clients.length / seconds) };
+}
+
+async function s4() {  // chat: rooms of 10, everyone talks once a second
+  const roomCount = Math.ceil(args.clients / 10);
+  const rooms = await roomIds(Array.from({ length: roomCount }, (_, i) => `s4-${i}`));
+  const clients = await openMany(args.clients);
+  await Promise.all(clients.map((c, i) => c.join(rooms[i % roomCount])));
+  const latencies = []; let expected = 0;
+  clients.forEach((c) => { c.onMessage = (data) => latencies.push(performance.now() - Number(data.split("|")[1])); });
+  const start = performance.now();
+  const timers = clients.map((c, i) => (async () => {
+    await sleep((i / clients.length) * 1000);
+    const room = rooms[i % roomCount]; const members = clients.filter((_, j) => j % roomCount === i % roomCount).length;
+    for (let k = 0; k < args.seconds; k++) {
+      c.publish(room, `${i}-${k}|${performance.now()}`); expected += members;
+      await sleep(start + (k + 1) * 1000 + (i / clients.length) * 1000 - performance.now());
+    }
+  })());
+  await Promise.all(timers);
+  const deadline = performance.now() + 5000;
+  while (latencies.length < expected && performance.now() < deadline) await sleep(50);
+  latencies.sort((a, b) => a - b);
+  clients.forEach((c) => c.close());
+  return { delivered_pct: +(100 * latencies.length / expected).toFixed(2), p99_ms: +(percentile(latencies, 99) || 0).toFixed(2) };
+}
+
+async function s5() {  // resume storm (papo only): everyone drops at once and resumes
+  if (args.protocol !== "papo") return { skipped: "no resume protocol" };
+  const [room] = await roomIds(["s5"]);
+  const clients = await openMany(args.clients);
+  await Promise.all(clients.map((c) => c.join(room)));
+  const pub = makeClient(); await pub.open();
+  let talking = true; let sent = 0;
+  const talker = (async () => { while (talking) { pub.publish(room, `${sent++}|${performance.now()}`); await sleep(1000 / args.rate); } })();
+  await sleep(1000);
+  const firstSeq = clients.map((c) => (c.lastSeq.get(room) || 0) + 1);
+  const lastSeen = clients.map((c) => c.lastSeq.get(room) || 0);
+  clients.forEach((c) => c.close());  // the storm
+  await sleep(200);
+  const started = performance.now();
+  await Promise.all(clients.map(async (c, i) => {
+    c.lastSeq.set(room, lastSeen[i]);
+    const seqs = new Set(); c.onMessage = (_, seq) => { if (seqs.has(seq)) c.duplicates += 1; seqs.add(seq); };
+    c.seqs = seqs;
+    await c.open();
+    await c.request("resume", { rooms: { [room]: lastSeen[i] } });
+  }));
+  const storm = (performance.now() - started) / 1000;
+  await sleep(1000); talking = false; await talker; await sleep(1500);
+  const finalSeq = Math.max(...clients.map((c) => c.lastSeq.get(room) || 0));
+  let missed = 0; let duplicates = 0;
+  clients.forEach((c, i) => {
+    duplicates += c.duplicates;
+    for (let s = lastSeen[i] + 1; s <= finalSeq; s++) if (!c.seqs.has(s)) missed += 1;
+  });
+  [...clients, pub].forEach((c) => c.close());
+  return { resume_seconds: +storm.toFixed(2), missed, duplicated: duplicates, first_seq: Math.min(...firstSeq), final_seq: finalSeq };
+}
+
+const scenarios = { s1, s2, s3, s4, s5 };
+const result = await scenarios[args.scenario]();
+console.log(JSON.stringify({ phase: "result", ...result }));
+process.exit(0);

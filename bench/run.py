@@ -1,0 +1,352 @@
+"""papo side by side with its peers, in one run: ``python -m bench.run [--quick]``.
+
+Every server runs pinned to core 0 and the load generator (Node) to core 1; each
+server is started and stopped by PID for each scenario, so no state carries over.
+Prints one Markdown table per scenario with ratios to the ceiling and to Node
+socket.io, and writes the raw results as JSON under ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from papo.server.config import Settings
+from papo.server.embedded import EmbeddedServices
+from papo.server.embedded.process import free_port
+from papo.server.prepare import prepare_services
+
+ROOT = Path(__file__).resolve().parents[1]
+LOADGEN = ROOT / "bench" / "loadgen"
+SERVER_CORE, LOADGEN_CORE = "0", "1"
+JWT_SECRET = "bench-secret-" + "x" * 40
+
+FULL = {
+    "s1": {"subscribers": 1000, "warmup": 2, "seconds": 8, "window": 20, "repeats": 3},
+    "s2": {"subscribers": 1000, "rate": 20, "seconds": 15},
+    "s3": {"connections": 5000, "hold": 3},
+    "s4": {"clients": 1000, "seconds": 15},
+    "s5": {"clients": 1000, "rate": 20},
+}
+QUICK = {
+    "s1": {"subscribers": 50, "warmup": 0.5, "seconds": 1.5, "window": 10, "repeats": 1},
+    "s2": {"subscribers": 50, "rate": 20, "seconds": 2},
+    "s3": {"connections": 200, "hold": 1},
+    "s4": {"clients": 50, "seconds": 2},
+    "s5": {"clients": 50, "rate": 20},
+}
+
+
+@dataclass
+class Row:
+    name: str
+    protocol: str  # papo, bench or sio
+    path: str = ""
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+ROWS = [
+    Row("ceiling (websockets broadcast)", "bench"),
+    Row("papo (memory broker, auth, history)", "papo", "/ws"),
+    Row("python-socketio (uvicorn)", "sio"),
+    Row("Django Channels (uvicorn)", "bench"),
+    Row("Node socket.io", "sio"),
+]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not listen on {port}")
+
+
+class Bench:
+    def __init__(self, sizes: dict[str, dict[str, Any]], data_dir: Path) -> None:
+        self.sizes = sizes
+        self.data_dir = data_dir
+        self.papo_env: dict[str, str] = {}
+
+    def start_services(self) -> EmbeddedServices:
+        engines = EmbeddedServices(self.data_dir, ["database", "mongo"], durable=True)
+        urls = engines.start()
+        self.papo_env = {
+            "PAPO_DATABASE_URL": urls["database"],
+            "PAPO_MONGO_URL": urls["mongo"],
+            "PAPO_JWT_SECRET": JWT_SECRET,
+            "PAPO_ACCESS_TOKEN_SECONDS": "7200",
+            "PAPO_LOG_LEVEL": "WARNING",
+            "PAPO_WS_FRAMES_PER_SECOND": "1000000",
+            "PAPO_WS_FRAME_BURST": "1000000",
+            "PAPO_RATE_LOGIN_IP": "1000000/60",
+            "PAPO_RATE_REGISTER_IP": "1000000/60",
+            "PAPO_WS_OUTBOX_FRAMES": "4096",
+        }
+        asyncio.run(prepare_services(Settings.from_env(self.papo_env)))
+        for pid in engines.pids:  # backing services share the server's core
+            subprocess.run(
+                ["taskset", "-a", "-p", "-c", SERVER_CORE, str(pid)],
+                capture_output=True,
+                check=False,
+            )
+        return engines
+
+    def command(self, row: Row, port: int) -> list[str]:
+        python = sys.executable
+        if row.name.startswith("ceiling"):
+            return [python, "-m", "bench.servers.ceiling", str(port)]
+        if row.name.startswith("papo"):
+            return [python, "-m", "papo.server.cli", "serve"]
+        if row.name.startswith("python-socketio"):
+            return [python, "-m", "bench.servers.sio_server", str(port)]
+        if row.name.startswith("Django"):
+            return [python, "-m", "bench.servers.channels_server", str(port)]
+        return ["node", str(LOADGEN / "sio_server.mjs"), str(port)]
+
+    @contextlib.contextmanager
+    def server(self, row: Row) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+        port = free_port()
+        env = {**os.environ, "PAPO_PORT": str(port), **self.papo_env}
+        process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, *self.command(row, port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _wait_port(port, process)
+            yield process, port
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    def token(self, port: int) -> str:
+        base = f"http://127.0.0.1:{port}"
+        email = f"bench-{time.time_ns()}@example.com"
+        body = {"email": email, "password": "bench password 1", "display_name": "Bench"}
+        httpx.post(f"{base}/api/auth/register", json=body, timeout=30).raise_for_status()
+        credentials = {"email": email, "password": body["password"]}
+        login = httpx.post(f"{base}/api/auth/login", json=credentials, timeout=30)
+        login.raise_for_status()
+        token: str = login.json()["access_token"]
+        return token
+
+    def run_scenario(self, row: Row, scenario: str) -> dict[str, Any]:
+        with self.server(row) as (process, port):
+            time.sleep(0.3)
+            scheme = "ws" if row.protocol in ("papo", "bench") else "http"
+            args: dict[str, Any] = {
+                "scenario": scenario,
+                "protocol": row.protocol,
+                "url": f"{scheme}://127.0.0.1:{port}{row.path}",
+                **self.sizes[scenario],
+            }
+            if row.protocol == "papo":
+                args["token"] = self.token(port)
+            baseline_rss = _rss_kib(process.pid)
+            cpu_before, wall_before = _cpu_seconds(process.pid), time.monotonic()
+            loadgen = subprocess.Popen(
+                [
+                    "taskset",
+                    "-c",
+                    LOADGEN_CORE,
+                    "node",
+                    str(LOADGEN / "loadgen.mjs"),
+                    json.dumps(args),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            result: dict[str, Any] = {}
+            assert loadgen.stdout is not None
+            for line in loadgen.stdout:
+                message = json.loads(line)
+                if message.get("phase") == "hold":
+                    result["rss_per_conn_kib"] = round(
+                        (_rss_kib(process.pid) - baseline_rss) / message["connections"], 2
+                    )
+                elif message.get("phase") == "result":
+                    result.update({k: v for k, v in message.items() if k != "phase"})
+            code = loadgen.wait(600)
+            if code != 0:
+                assert loadgen.stderr is not None
+                raise RuntimeError(
+                    f"loadgen failed for {row.name} {scenario}: {loadgen.stderr.read()[-2000:]}"
+                )
+            result["server_cpu_pct"] = round(
+                100 * (_cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - wall_before)
+            )
+            return result
+
+    def run(self, rows: list[Row], scenarios: list[str]) -> None:
+        for scenario in scenarios:
+            for row in rows:
+                repeats = self.sizes[scenario].get("repeats", 1)
+                runs = [self.run_scenario(row, scenario) for _ in range(repeats)]
+                if scenario == "s1" and len(runs) > 1:
+                    runs.sort(key=lambda r: r["deliveries_per_s"])
+                    median = dict(runs[len(runs) // 2])
+                    median["runs"] = [r["deliveries_per_s"] for r in runs]
+                    row.results[scenario] = median
+                else:
+                    row.results[scenario] = runs[0]
+                print(
+                    f"  {scenario} {row.name}: {row.results[scenario]}", file=sys.stderr, flush=True
+                )
+
+
+METRICS = {
+    "s1": [
+        ("deliveries_per_s", "deliveries/s", True),
+        ("server_cpu_pct", "server CPU %", None),
+        ("loadgen_cpu", "loadgen CPU %", None),
+    ],
+    "s2": [
+        ("p50_ms", "p50 ms", None),
+        ("p99_ms", "p99 ms", False),
+        ("max_ms", "max ms", None),
+        ("delivered_pct", "delivered %", None),
+        ("server_cpu_pct", "server CPU %", None),
+    ],
+    "s3": [("rss_per_conn_kib", "KiB/conn", False), ("connects_per_s", "connects/s", True)],
+    "s4": [("delivered_pct", "delivered %", None), ("p99_ms", "p99 ms", False)],
+    "s5": [
+        ("resume_seconds", "resume s", None),
+        ("missed", "missed", None),
+        ("duplicated", "duplicated", None),
+    ],
+}
+TITLES = {
+    "s1": "S1 fan-out throughput",
+    "s2": "S2 fan-out latency",
+    "s3": "S3 idle connections",
+    "s4": "S4 chat rooms",
+    "s5": "S5 resume storm",
+}
+
+
+def _ratio(value: Any, reference: Any) -> str:
+    if (
+        not isinstance(value, int | float)
+        or not isinstance(reference, int | float)
+        or not reference
+    ):
+        return "-"
+    return f"{value / reference:.2f}x"
+
+
+def render(rows: list[Row], scenarios: list[str]) -> str:
+    out = []
+    ceiling, node = rows[0], rows[-1]
+    for scenario in scenarios:
+        metrics = METRICS[scenario]
+        headline = next((m for m in metrics if m[2] is not None), None)
+        head = ["server", *(label for _, label, _ in metrics)]
+        if headline:
+            head += [f"vs ceiling ({headline[1]})", f"vs Node ({headline[1]})"]
+        out += [
+            f"### {TITLES[scenario]}",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        for row in rows:
+            result = row.results.get(scenario, {})
+            cells = [row.name] + [str(result.get(key, "-")) for key, _, _ in metrics]
+            if headline:
+                key = headline[0]
+                cells += [
+                    _ratio(result.get(key), ceiling.results.get(scenario, {}).get(key)),
+                    _ratio(result.get(key), node.results.get(scenario, {}).get(key)),
+                ]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
+    parser.add_argument("--scenarios", default="s1,s2,s3,s4,s5")
+    parser.add_argument("--rows", default="", help="comma-separated row name prefixes")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    options = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if not (LOADGEN / "node_modules").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN, check=True)
+    scenarios = options.scenarios.split(",")
+    rows = [
+        r
+        for r in ROWS
+        if not options.rows or any(r.name.startswith(p) for p in options.rows.split(","))
+    ]
+    data_dir = Path(tempfile.mkdtemp(prefix="papo-bench-"))
+    data_dir.chmod(0o755)
+    bench = Bench(QUICK if options.quick else FULL, data_dir)
+    started = time.monotonic()
+    engines = bench.start_services()
+    try:
+        bench.run(rows, scenarios)
+    finally:
+        engines.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    table = render(rows, scenarios)
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} cores; server on core {SERVER_CORE}, "
+        f"load generator on core {LOADGEN_CORE}; {time.monotonic() - started:.0f} s"
+    )
+    print(table)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if options.quick else ''}.json"
+    path.write_text(
+        json.dumps({"sizes": bench.sizes, "rows": [r.__dict__ for r in rows]}, indent=2)
+    )
+    print(f"raw results: {path}")
+    failed = [r.name for r in rows for s in scenarios if not r.results.get(s)]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Peer servers for the side-by-side benchmark, each written the idiomatic way."""
