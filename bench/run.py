@@ -311,7 +311,7 @@ def main() -> int:
     parser.add_argument("--rows", default="", help="comma-separated row name prefixes")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     options = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not (LOADGEN / "node_modules").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN, check=True)
