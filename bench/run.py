@@ -65,7 +65,8 @@ class Row:
 
 ROWS = [
     Row("ceiling (websockets broadcast)", "bench"),
-    Row("papo (memory broker, auth, history)", "papo", "/ws"),
+    Row("papo (memory broker, auth, durable history)", "papo", "/ws"),
+    Row("papo (memory broker, auth, in-memory history)", "papo", "/ws"),
     Row("python-socketio (uvicorn)", "sio"),
     Row("Django Channels (uvicorn)", "bench"),
     Row("Node socket.io", "sio"),
@@ -141,6 +142,8 @@ class Bench:
     def server(self, row: Row) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         port = free_port()
         env = {**os.environ, "PAPO_PORT": str(port), **self.papo_env}
+        if "in-memory history" in row.name:
+            env.pop("PAPO_MONGO_URL")  # isolates papo's own hot path from the history store
         process = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, *self.command(row, port)],
             cwd=ROOT,

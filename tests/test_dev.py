@@ -19,6 +19,7 @@ import pytest
 from arq import create_pool
 from arq.connections import RedisSettings
 
+from papo.persistence.s3 import S3Location, S3Storage
 from papo.server.embedded.process import free_port, is_alive
 from papo.workers.settings import QUEUE_NAME
 
@@ -107,6 +108,23 @@ async def _probe_job(redis_url: str) -> object:
         await pool.aclose()
 
 
+def _storage(url: str) -> S3Storage:
+    return S3Storage(S3Location(url, "papo", "us-east-1", "papo", "papo-secret"))
+
+
+async def _s3_put(url: str, body: bytes) -> None:
+    async with _storage(url).client() as client:
+        await client.put_object(Bucket="papo", Key="kept.txt", Body=body)
+
+
+async def _s3_get(url: str) -> bytes:
+    async with _storage(url).client() as client:
+        response = await client.get_object(Bucket="papo", Key="kept.txt")
+        async with response["Body"] as stream:
+            data: bytes = await stream.read()
+            return data
+
+
 def test_dev_runs_everything_keeps_data_and_leaves_no_process(data_dir: Path) -> None:
     first = DevProcess(data_dir)
     try:
@@ -128,6 +146,7 @@ def test_dev_runs_everything_keeps_data_and_leaves_no_process(data_dir: Path) ->
             await connection.close()
 
         asyncio.run(remember())
+        asyncio.run(_s3_put(first.service_url("s3"), b"an upload made under papo dev"))
     finally:
         assert first.interrupt() == 0, first.log()
     assert [pid for pid in pids if is_alive(pid)] == []
@@ -147,6 +166,7 @@ def test_dev_runs_everything_keeps_data_and_leaves_no_process(data_dir: Path) ->
                 await connection.close()
 
         assert asyncio.run(recall()) == "Kept"
+        assert asyncio.run(_s3_get(second.service_url("s3"))) == b"an upload made under papo dev"
         pids = _descendants(second.popen.pid)
         second.popen.send_signal(signal.SIGTERM)
         assert second.popen.wait(60) == 0

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,18 +270,40 @@ def start_mongo(data_dir: Path, *, durable: bool) -> RunningEngine:
 
 
 def start_s3(data_dir: Path, *, durable: bool) -> RunningEngine:
-    del durable  # moto keeps objects in memory only; see docs/operations.md
+    """moto keeps objects in memory; when ``durable`` it records every write to a file
+    under the data dir and replays it at the next start, so dev uploads survive."""
     binary = _venv_bin("moto_server")
     if binary is None:
         raise EngineError(
             "no S3 server found: install papo's 'embedded' extra (moto) or give PAPO_S3_URL"
         )
     port = free_port()
+    recording = data_dir / "s3" / "recording.jsonl"
+    env = dict(os.environ)
+    if durable:
+        recording.parent.mkdir(parents=True, exist_ok=True)
+        env.update(MOTO_ENABLE_RECORDING="true", MOTO_RECORDER_FILEPATH=str(recording))
     process = ManagedProcess(
         "s3",
         [binary, "-H", "127.0.0.1", "-p", str(port)],
         log_path=data_dir / "logs" / "s3.log",
+        env=env,
     )
-    return RunningEngine(
-        "s3", f"http://127.0.0.1:{port}", process, lambda: wait_for_port(process, port)
+
+    def wait_ready() -> None:
+        wait_for_port(process, port)
+        if durable and recording.exists() and recording.stat().st_size:
+            _replay_s3(port, recording)
+
+    return RunningEngine("s3", f"http://127.0.0.1:{port}", process, wait_ready)
+
+
+def _replay_s3(port: int, recording: Path) -> None:
+    # Replaying appends nothing (moto pauses recording meanwhile), so the file stays
+    # the one history of writes.
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/moto-api/recorder/replay-recording", method="POST"
     )
+    with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback
+        if response.status != 200:
+            raise EngineError(f"could not restore S3 data from {recording}")
