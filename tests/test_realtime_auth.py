@@ -148,3 +148,38 @@ async def test_refreshing_over_the_socket_keeps_it_open(quick_auth_server: Runni
         await client.request("auth.refresh", token=other.access_token)
     assert wrong_user.value.code == "forbidden"
     await client.close()
+
+
+@pytest.fixture
+async def heartbeat_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
+    realtime = dataclasses.replace(base_settings.realtime, heartbeat_seconds=1.0)
+    settings = dataclasses.replace(base_settings, realtime=realtime)
+    running = await start_in_loop(create_app(settings), settings)
+    yield running
+    await running.stop()
+
+
+async def test_a_dead_peer_is_dropped_by_heartbeats(heartbeat_server: RunningServer) -> None:
+    """A peer that vanished without closing (no pongs) leaves within two heartbeats."""
+    session = await _session_on(heartbeat_server)
+    reader, writer = await asyncio.open_connection("127.0.0.1", heartbeat_server.port)
+    writer.write(
+        (
+            f"GET /ws?token={session.access_token} HTTP/1.1\r\nHost: localhost\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    assert b"101" in await reader.readline()
+    hub = heartbeat_server.app.state.papo.realtime.hub
+    deadline = time.monotonic() + 2
+    while not hub.connections and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert len(hub.connections) == 1
+    # From here on the peer never reads or answers a ping again.
+    deadline = time.monotonic() + 5
+    while hub.connections and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    assert hub.connections == {}, "the silent peer was dropped"
+    writer.close()
