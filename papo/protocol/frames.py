@@ -197,17 +197,6 @@ class RoomInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     members: int = 0
 
 
-class MessageOut(msgspec.Struct, kw_only=True, omit_defaults=True):
-    room: str
-    seq: int
-    ts: float
-    sender: UserRef
-    text: str
-    client_id: str = ""
-    edited: bool = False
-    deleted: bool = False
-
-
 # --- server events -------------------------------------------------------------------
 
 
