@@ -68,6 +68,7 @@ async def test_schemathesis_finds_no_5xx_and_no_contradiction(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SCHEMATHESIS_HOOKS": ""},
+        cwd=tmp_path,  # schemathesis keeps a cache in its working directory
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=240)
     text = output.decode(errors="replace")

@@ -31,7 +31,7 @@ async def _until(predicate: Callable[[], bool], seconds: float = 20) -> None:
 async def _collect_messages(client: PapoClient, room: str, until_seq: int) -> list[dict[str, Any]]:
     got: list[dict[str, Any]] = []
     while not got or got[-1]["seq"] < until_seq:
-        event = await client.next_event(10)
+        event = await client.next_event(30)
         if event["type"] == "message" and event["room"] == room:
             got.append(event)
     return got
