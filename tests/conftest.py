@@ -12,6 +12,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,14 +80,27 @@ def settings(base_settings: Settings) -> Settings:
     return base_settings
 
 
-@pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[RunningServer]:
     """A real papo on a random loopback port, in the test's event loop."""
     running = await start_in_loop(create_app(settings), settings)
     try:
         yield running
     finally:
         await running.stop()
+
+
+@asynccontextmanager
+async def http_to(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for a papo started with ``settings`` (stopped on exit)."""
+    async with serving(settings) as running, httpx.AsyncClient(base_url=running.url) as client:
+        yield client
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[RunningServer]:
+    async with serving(settings) as running:
+        yield running
 
 
 @pytest.fixture

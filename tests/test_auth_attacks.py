@@ -13,10 +13,8 @@ import jwt
 import orjson
 import pytest
 
-from papo.server.app import create_app
 from papo.server.config import Settings
-from papo.server.runner import start_in_loop
-from tests.conftest import TEST_JWT_SECRET, Session, register_and_login
+from tests.conftest import TEST_JWT_SECRET, Session, http_to, register_and_login
 
 
 def _claims(session: Session, **changes: object) -> dict[str, object]:
@@ -162,12 +160,8 @@ async def rotated_http(base_settings: Settings) -> AsyncIterator[httpx.AsyncClie
         previous_jwt_secrets={"k1": TEST_JWT_SECRET},
     )
     settings = dataclasses.replace(base_settings, auth=auth)
-    running = await start_in_loop(create_app(settings), settings)
-    try:
-        async with httpx.AsyncClient(base_url=running.url) as client:
-            yield client
-    finally:
-        await running.stop()
+    async with http_to(settings) as client:
+        yield client
 
 
 async def test_secrets_rotate_without_logging_anybody_out(

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from papo.domains.accounts.issuers import IssuerConfigError, load_trusted_issuers
 from papo.server.app import create_app
 from papo.server.config import ConfigError, Settings
-from papo.server.runner import start_in_loop
+from tests.conftest import http_to
 
 SHOP_SECRET = "s" * 40
 rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -63,12 +63,8 @@ async def issuer_http(
 ) -> AsyncIterator[httpx.AsyncClient]:
     auth = dataclasses.replace(base_settings.auth, trusted_issuers=issuers_config)
     settings = dataclasses.replace(base_settings, auth=auth)
-    running = await start_in_loop(create_app(settings), settings)
-    try:
-        async with httpx.AsyncClient(base_url=running.url) as client:
-            yield client
-    finally:
-        await running.stop()
+    async with http_to(settings) as client:
+        yield client
 
 
 def _claims(issuer: str, subject: str, **extra: object) -> dict[str, object]:

@@ -16,10 +16,8 @@ import httpx
 import pytest
 
 from papo.domains.accounts.passwords import Argon2Settings, Passwords
-from papo.server.app import create_app
 from papo.server.config import Settings
-from papo.server.runner import start_in_loop
-from tests.conftest import register_and_login, unique_email
+from tests.conftest import http_to, register_and_login, unique_email
 
 
 async def _stored_hash(settings: Settings, email: str) -> str:
@@ -39,12 +37,8 @@ async def stronger(base_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A node whose argon2 parameters were raised since the accounts were created."""
     auth = dataclasses.replace(base_settings.auth, argon2_time_cost=2, argon2_memory_kib=16384)
     settings = dataclasses.replace(base_settings, auth=auth)
-    running = await start_in_loop(create_app(settings), settings)
-    try:
-        async with httpx.AsyncClient(base_url=running.url) as client:
-            yield client
-    finally:
-        await running.stop()
+    async with http_to(settings) as client:
+        yield client
 
 
 async def test_hashes_are_argon2id_and_upgraded_on_login(

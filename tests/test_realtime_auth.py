@@ -15,10 +15,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from papo.client import PapoClient, PapoClientError
-from papo.server.app import create_app
 from papo.server.config import Settings
-from papo.server.runner import RunningServer, start_in_loop
-from tests.conftest import Session, register_and_login, ws_url
+from papo.server.runner import RunningServer
+from tests.conftest import Session, register_and_login, serving, ws_url
 
 
 async def _frames_until_close(ws: ClientConnection) -> tuple[list[dict[str, Any]], int | None]:
@@ -96,12 +95,11 @@ async def quick_auth_server(base_settings: Settings) -> AsyncIterator[RunningSer
     auth = dataclasses.replace(base_settings.auth, access_token_seconds=10)
     realtime = dataclasses.replace(base_settings.realtime, auth_timeout_seconds=0.5)
     settings = dataclasses.replace(base_settings, auth=auth, realtime=realtime)
-    running = await start_in_loop(create_app(settings), settings)
-    hub = running.app.state.papo.realtime.hub
-    # Warn 8 s before expiry so the 10-second tokens show the whole cycle quickly.
-    hub.limits = dataclasses.replace(hub.limits, token_warning_seconds=8)
-    yield running
-    await running.stop()
+    async with serving(settings) as running:
+        hub = running.app.state.papo.realtime.hub
+        # Warn 8 s before expiry so the 10-second tokens show the whole cycle quickly.
+        hub.limits = dataclasses.replace(hub.limits, token_warning_seconds=8)
+        yield running
 
 
 async def test_no_auth_frame_in_time_closes_with_4010(quick_auth_server: RunningServer) -> None:
@@ -154,9 +152,8 @@ async def test_refreshing_over_the_socket_keeps_it_open(quick_auth_server: Runni
 async def heartbeat_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
     realtime = dataclasses.replace(base_settings.realtime, heartbeat_seconds=1.0)
     settings = dataclasses.replace(base_settings, realtime=realtime)
-    running = await start_in_loop(create_app(settings), settings)
-    yield running
-    await running.stop()
+    async with serving(settings) as running:
+        yield running
 
 
 async def test_a_dead_peer_is_dropped_by_heartbeats(heartbeat_server: RunningServer) -> None:

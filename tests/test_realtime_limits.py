@@ -16,10 +16,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from papo.client import PapoClient, PapoClientError
-from papo.server.app import create_app
 from papo.server.config import Settings
-from papo.server.runner import RunningServer, start_in_loop
-from tests.conftest import Session, register_and_login, ws_url
+from papo.server.runner import RunningServer
+from tests.conftest import Session, register_and_login, serving, ws_url
 
 
 async def _raw(server: RunningServer, session: Session, **options: Any) -> ClientConnection:
@@ -146,18 +145,16 @@ async def strict_server(base_settings: Settings) -> AsyncIterator[RunningServer]
         max_message_length=16_000,
     )
     settings = dataclasses.replace(base_settings, realtime=realtime)
-    running = await start_in_loop(create_app(settings), settings)
-    yield running
-    await running.stop()
+    async with serving(settings) as running:
+        yield running
 
 
 @pytest.fixture
 async def rate_limited_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
     realtime = dataclasses.replace(base_settings.realtime, frames_per_second=5, frame_burst=10)
     settings = dataclasses.replace(base_settings, realtime=realtime)
-    running = await start_in_loop(create_app(settings), settings)
-    yield running
-    await running.stop()
+    async with serving(settings) as running:
+        yield running
 
 
 async def test_frame_rate_limit_then_close_if_it_persists(

@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from papo.client import PapoClient
-from papo.server.app import create_app
 from papo.server.config import Settings
-from papo.server.runner import RunningServer, start_in_loop
-from tests.conftest import Session, register_and_login, ws_url
+from papo.server.runner import RunningServer
+from tests.conftest import Session, register_and_login, serving, ws_url
 
 Connect = Callable[..., Awaitable[PapoClient]]
 
@@ -103,9 +102,8 @@ async def test_resume_names_the_missed_count_and_replays_then_goes_live(
 async def small_resume_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
     realtime = dataclasses.replace(base_settings.realtime, resume_limit=5)
     settings = dataclasses.replace(base_settings, realtime=realtime)
-    running = await start_in_loop(create_app(settings), settings)
-    yield running
-    await running.stop()
+    async with serving(settings) as running:
+        yield running
 
 
 async def test_too_far_behind_gets_an_explicit_reset(
