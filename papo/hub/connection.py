@@ -92,7 +92,9 @@ class Connection:
         self._on_slow = on_slow
         self._writer: asyncio.Task[None] | None = None
         self.close_code: int | None = None
-        self.closing = asyncio.Event()
+        # Called once when papo starts closing this connection (the transport's owner
+        # uses it to stop reading after a grace period).
+        self.on_closing: Callable[[], None] = lambda: None
         # Called after ``auth.refresh`` replaced the principal (re-arms the expiry timer).
         self.on_reauthenticated: Callable[[], None] = lambda: None
 
@@ -127,8 +129,8 @@ class Connection:
             return
         self.transition(State.CLOSING)
         self.close_code = code
-        self.closing.set()
         self._wakeup.set()
+        self.on_closing()
 
     async def _write_loop(self) -> None:
         try:

@@ -62,7 +62,7 @@ class Session:
         self._strikes: list[float] = []
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._expiry: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.TimerHandle] = []
 
     # --- replies ---------------------------------------------------------------------------
 
@@ -191,27 +191,32 @@ class Session:
     # --- token expiry ----------------------------------------------------------------------
 
     def watch_expiry(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
+        """Arm timers (not tasks: idle connections stay cheap) for the expiry warning and
+        the close; a later ``auth.refresh`` re-arms them."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         expires_at = self.connection.principal.expires_at
-        if expires_at is not None:
-            self._expiry = asyncio.create_task(self._expire(expires_at))
+        if expires_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        warn_in = expires_at - self.hub.limits.token_warning_seconds - time.time()
+        if warn_in > 0:
+            self._timers.append(
+                loop.call_later(warn_in, self.send_event, f.TokenExpiring(expires_at=expires_at))
+            )
+        self._timers.append(
+            loop.call_later(max(0.0, expires_at - time.time()), self._expire, expires_at)
+        )
 
-    async def _expire(self, expires_at: float) -> None:
-        warn_at = expires_at - self.hub.limits.token_warning_seconds
-        if warn_at > time.time():
-            await asyncio.sleep(warn_at - time.time())
-            self.send_event(f.TokenExpiring(expires_at=expires_at))
-        await asyncio.sleep(max(0.0, expires_at - time.time()))
+    def _expire(self, expires_at: float) -> None:
         if self.connection.principal.expires_at == expires_at:
             self.hub.metrics.closes.labels(str(int(CloseCode.TOKEN_EXPIRED))).inc()
             self.connection.close_soon(CloseCode.TOKEN_EXPIRED)
 
     async def close(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
+        for timer in self._timers:
+            timer.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 5)

@@ -136,19 +136,32 @@ async def _serve(
         )
     session.watch_expiry()
     log.info("connected", extra={"user": connection.user_id, "role": connection.principal.role})
-    reader = asyncio.create_task(_read(websocket, session))
-    closing = asyncio.create_task(connection.closing.wait())
+    # The read loop runs in this task: no extra task per connection. When papo closes
+    # the connection itself (slow consumer, expiry, drain, abuse) a watchdog gives the
+    # writer a moment to deliver the close frame, then stops the read loop even if the
+    # peer never sends or reads again.
+    endpoint = asyncio.current_task()
+    assert endpoint is not None
+    watchdog: list[asyncio.Task[None]] = []
+
+    def on_closing() -> None:
+        watchdog.append(asyncio.create_task(_release(connection, endpoint)))
+
+    connection.on_closing = on_closing
     try:
-        await asyncio.wait({reader, closing}, return_when=asyncio.FIRST_COMPLETED)
-        if not reader.done():
-            # papo is closing this connection (slow consumer, expiry, drain, abuse): give
-            # the writer a moment to deliver the close frame, then let go of the peer even
-            # if it never reads again.
-            await connection.wait_closed(CLOSE_GRACE_SECONDS)
+        await _read(websocket, session)
+    except asyncio.CancelledError:
+        if not watchdog:
+            raise
+        endpoint.uncancel()
     finally:
-        for task in (reader, closing):
+        for task in watchdog:
             task.cancel()
-        await asyncio.gather(reader, closing, return_exceptions=True)
+
+
+async def _release(connection: Connection, endpoint: asyncio.Task[Any]) -> None:
+    await connection.wait_closed(CLOSE_GRACE_SECONDS)
+    endpoint.cancel()
 
 
 async def _read(websocket: WebSocket, session: Session) -> None:
