@@ -19,7 +19,7 @@ from papo.hub.connection import Connection
 from papo.hub.directory import Directory
 from papo.hub.fanout import encode_event, replay_allows, room_channel, user_channel
 from papo.hub.history import Draft, Stored
-from papo.hub.hub import Hub, dm_members, dm_room_id, message_event
+from papo.hub.hub import Hub, dm_room_id, message_event
 from papo.hub.rooms import Room
 from papo.protocol import frames as f
 from papo.protocol.errors import ErrorCode, PapoError, validation_error
@@ -90,14 +90,6 @@ class Chat:
                 "rooms; leave one first",
                 field="room",
             )
-
-    async def _publish_to_room(self, room: str, event: f.Event) -> None:
-        members = dm_members(room)
-        if members is None:
-            await self.hub.fanout.publish(room_channel(room), event)
-            return
-        for user_id in dict.fromkeys(members):
-            await self.hub.fanout.publish(user_channel(user_id), event)
 
     # --- rooms ----------------------------------------------------------------------------
 
@@ -248,7 +240,7 @@ class Chat:
         edited = await self.hub.history.edit(frame.room, frame.seq, connection.user_id, frame.text)
         if edited is None:
             raise PapoError(ErrorCode.NOT_FOUND, "no such message of yours", field="seq")
-        await self._publish_to_room(
+        await self.hub.publish_to_room(
             frame.room,
             f.MessageEdited(
                 room=frame.room, seq=frame.seq, text=frame.text, by=connection.principal.user
@@ -261,7 +253,7 @@ class Chat:
         deleted = await self.hub.history.delete(frame.room, frame.seq, connection.user_id)
         if deleted is None:
             raise PapoError(ErrorCode.NOT_FOUND, "no such message of yours", field="seq")
-        await self._publish_to_room(
+        await self.hub.publish_to_room(
             frame.room,
             f.MessageDeleted(room=frame.room, seq=frame.seq, by=connection.principal.user),
         )

@@ -21,7 +21,7 @@ from papo.hub.presence import Presence
 from papo.hub.rooms import RoomStore
 from papo.hub.writer import RoomWriters
 from papo.protocol.close_codes import CloseCode
-from papo.protocol.frames import MessageEvent, PresenceChanged, TypingEvent, UserRef
+from papo.protocol.frames import Event, MessageEvent, PresenceChanged, TypingEvent, UserRef
 
 log = logging.getLogger("papo.hub")
 
@@ -97,16 +97,19 @@ class Hub:
 
     # --- publishing ---------------------------------------------------------------------
 
+    async def publish_to_room(self, room: str, event: Event) -> None:
+        """A room's event to its channel; a DM's to both people's own channels, so it
+        follows them to every device they have online."""
+        members = dm_members(room)
+        if members is None:
+            await self.fanout.publish(room_channel(room), event)
+            return
+        for user_id in dict.fromkeys(members):
+            await self.fanout.publish(user_channel(user_id), event)
+
     async def _publish_messages(self, messages: Sequence[Stored]) -> None:
         for message in messages:
-            event = message_event(message)
-            members = dm_members(message.room)
-            if members is None:
-                await self.fanout.publish(room_channel(message.room), event)
-            else:
-                # Direct messages follow the people, to every device they have online.
-                for user_id in dict.fromkeys(members):
-                    await self.fanout.publish(user_channel(user_id), event)
+            await self.publish_to_room(message.room, message_event(message))
 
     # --- connection lifecycle -------------------------------------------------------------
 
