@@ -2,7 +2,7 @@
 
 Each handler receives the connection and its decoded frame and returns the ``data`` of
 the reply (or raises ``PapoError``). Handlers that must order their reply before live
-events (join, resume) push the reply themselves and return ``REPLIED``.
+events (join) return ``AfterReply``: the session sends the reply, then runs ``then``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import msgspec
 
 from papo.hub.connection import Connection
 from papo.hub.directory import Directory
@@ -25,7 +25,15 @@ from papo.protocol import frames as f
 from papo.protocol.errors import ErrorCode, PapoError, validation_error
 from papo.protocol.registry import Registry
 
-REPLIED = object()
+
+@dataclass(frozen=True, slots=True)
+class AfterReply:
+    """Reply with ``data``, then call ``then`` (e.g. release live events held back)."""
+
+    data: Any
+    then: Callable[[], None]
+
+
 REPLAY_PAGE = 200
 
 
@@ -56,10 +64,6 @@ def room_info(room: Room, *, last_seq: int = 0, unread: int = 0, members: int = 
         unread=unread,
         members=members,
     )
-
-
-def reply_ok(connection: Connection, request_id: Any, data: Any) -> None:
-    connection.push(msgspec.json.encode(f.Ok(id=request_id, data=data)).decode())
 
 
 class Chat:
@@ -105,7 +109,7 @@ class Chat:
         await self.hub.rooms.create(room, [connection.principal.user])
         return room_info(room, members=1)
 
-    async def join(self, connection: Connection, frame: f.RoomJoin) -> object:
+    async def join(self, connection: Connection, frame: f.RoomJoin) -> AfterReply:
         room = await self.hub.rooms.get(frame.room)
         if room is None:
             raise PapoError(ErrorCode.NOT_FOUND, f"no room {frame.room}", field="room")
@@ -119,7 +123,6 @@ class Chat:
             )
         self._check_room_budget(connection, room.id)
         connection.catching_up[room.id] = []
-        recent: list[Stored] = []
         try:
             await self.hub.subscribe(connection, room.id)
             recent = (
@@ -127,18 +130,16 @@ class Chat:
             )
             last_seq = (await self.hub.history.last_seqs([room.id]))[room.id]
             online = await self.hub.presence.online(room.id)
-            reply_ok(
-                connection,
-                frame.id,
-                {
-                    "room": room_info(room, last_seq=last_seq),
-                    "history": [message_event(m) for m in recent],
-                    "online": online,
-                },
-            )
-        finally:
-            self._flush(connection, room.id, sent_up_to=recent[-1].seq if recent else 0)
-        return REPLIED
+        except BaseException:
+            self._flush(connection, room.id, sent_up_to=0)
+            raise
+        sent_up_to = recent[-1].seq if recent else 0
+        data = {
+            "room": room_info(room, last_seq=last_seq),
+            "history": [message_event(m) for m in recent],
+            "online": online,
+        }
+        return AfterReply(data, lambda: self._flush(connection, room.id, sent_up_to=sent_up_to))
 
     def _flush(self, connection: Connection, room: str, *, sent_up_to: int) -> None:
         """Release live events held during a replay, minus messages already sent."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from papo.hub.chat import REPLIED, Deferred, ack
+from papo.hub.chat import AfterReply, Deferred, ack
 from papo.hub.connection import Connection, State
 from papo.hub.hub import Hub
 from papo.protocol import frames as f
@@ -161,7 +161,9 @@ class Session:
                 frame.id, PapoError(ErrorCode.INTERNAL_ERROR, "papo hit an unexpected error")
             )
             return
-        if result is REPLIED:
+        if isinstance(result, AfterReply):
+            self._reply(frame.id, result.data)
+            result.then()
             return
         if isinstance(result, Deferred):
             await self._in_flight.acquire()  # backpressure: stop reading when too many wait
