@@ -319,11 +319,12 @@ def main() -> int:
     if not (LOADGEN / "node_modules").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN, check=True)
     scenarios = options.scenarios.split(",")
-    rows = [
-        r
-        for r in ROWS
-        if not options.rows or any(r.name.startswith(p) for p in options.rows.split(","))
-    ]
+    wanted = [prefix for prefix in options.rows.split(",") if prefix]
+    unmatched = [p for p in wanted if not any(r.name.startswith(p) for r in ROWS)]
+    if unmatched:
+        # Row names contain commas; a prefix cut at one of them must not select silently.
+        parser.error(f"--rows: no row starts with {unmatched}; rows: {[r.name for r in ROWS]}")
+    rows = [r for r in ROWS if not wanted or any(r.name.startswith(p) for p in wanted)]
     data_dir = Path(tempfile.mkdtemp(prefix="papo-bench-"))
     data_dir.chmod(0o755)
     bench = Bench(QUICK if options.quick else FULL, data_dir)
