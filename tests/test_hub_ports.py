@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from papo.hub.broker import Broker, BrokerError
 from papo.hub.broker_memory import MemoryBroker
 from papo.hub.history import Draft, History
 from papo.hub.history_memory import MemoryHistory
+from papo.hub.metrics import HubMetrics
+from papo.hub.presence import Presence
 from papo.hub.presence_memory import MemoryPresence
 from papo.hub.rooms import Room, RoomStore
 from papo.hub.rooms_memory import MemoryRoomStore
+from papo.persistence.broker_redis import RedisBroker
 from papo.persistence.history_mongo import MongoHistory
+from papo.persistence.presence_redis import ENTRIES, RedisPresence, room_key
+from papo.persistence.redis import connect_redis
 from papo.persistence.rooms_postgres import PostgresRoomStore
 from papo.protocol.frames import UserRef
 from papo.server.config import Settings
+from papo.server.embedded.engines import redis_binary
+from papo.server.embedded.process import ManagedProcess, free_port, wait_for_port
 
 
 @pytest.fixture(params=["memory", "mongo"])
@@ -146,32 +157,261 @@ async def test_rooms_list_and_read_markers(rooms: RoomStore) -> None:
     assert await rooms.read_markers(me.id, [mine[0], mine[1]]) == {mine[0]: 5, mine[1]: 0}
 
 
-async def test_memory_presence_reports_edges() -> None:
-    presence = MemoryPresence()
-    ana = UserRef(id="ana", name="Ana")
-    assert await presence.add("r", ana, "c1") is True
-    assert await presence.add("r", ana, "c2") is False
-    assert await presence.online("r") == [ana]
-    assert await presence.remove("r", "ana", "c1") is False
-    assert await presence.remove("r", "ana", "c2") is True
-    assert await presence.remove("r", "ana", "c2") is False
-    assert await presence.online("r") == []
-    assert await presence.connect("ana", "c1") is True
-    assert await presence.connect("ana", "c2") is False
-    assert await presence.is_online("ana")
-    assert await presence.disconnect("ana", "c1") is False
-    assert await presence.disconnect("ana", "c2") is True
-    assert not await presence.is_online("ana")
+@pytest.fixture(params=["memory", "redis"])
+async def presence(
+    request: pytest.FixtureRequest, base_settings: Settings
+) -> AsyncIterator[Presence]:
+    if request.param == "memory":
+        yield MemoryPresence()
+        return
+    assert base_settings.urls.redis
+    redis = connect_redis(base_settings.urls.redis)
+    adapter = RedisPresence(redis, HubMetrics(CollectorRegistry()), node_id=_name("node"))
+    yield adapter
+    await adapter.stop()
+    await redis.aclose()
 
 
-async def test_memory_broker_delivers_to_subscribed_channels_only() -> None:
-    broker = MemoryBroker()
+def _name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+async def test_presence_reports_edges(presence: Presence) -> None:
+    room, ana = _name("r"), UserRef(id=_name("ana"), name="Ana")
+    assert await presence.add(room, ana, "c1") is True
+    assert await presence.add(room, ana, "c2") is False
+    assert await presence.online(room) == [ana]
+    assert await presence.remove(room, ana.id, "c1") is False
+    assert await presence.remove(room, ana.id, "c2") is True
+    assert await presence.remove(room, ana.id, "c2") is False
+    assert await presence.online(room) == []
+    assert await presence.connect(ana.id, "c1") is True
+    assert await presence.connect(ana.id, "c2") is False
+    assert await presence.is_online(ana.id)
+    assert await presence.disconnect(ana.id, "c1") is False
+    assert await presence.disconnect(ana.id, "c2") is True
+    assert not await presence.is_online(ana.id)
+    assert len(await presence.nodes()) >= 1
+
+
+async def test_redis_presence_is_shared_and_expires_a_crashed_node(
+    base_settings: Settings,
+) -> None:
+    """Two nodes on one Redis: first-in/last-out spans nodes; a node that stops refreshing
+    (crashed) has its users reported as gone by the survivor within TTL + reap interval."""
+    assert base_settings.urls.redis
+    redis = connect_redis(base_settings.urls.redis)
+    metrics = HubMetrics(CollectorRegistry())
+    survivor = RedisPresence(redis, metrics, node_id=_name("a"), ttl_seconds=1.5, reap_seconds=0.2)
+    doomed = RedisPresence(redis, metrics, node_id=_name("b"), ttl_seconds=1.5, reap_seconds=0.2)
+    changes: list[tuple[str, str, bool]] = []
+
+    async def changed(room: str, user: UserRef, online: bool) -> None:
+        changes.append((room, user.id, online))
+
+    await survivor.start(changed)
+    await doomed.start(changed)
+    room = _name("r")
+    ana, bob = UserRef(id=_name("ana"), name="Ana"), UserRef(id=_name("bob"), name="Bob")
+    try:
+        assert await survivor.add(room, ana, "a-1") is True
+        assert await doomed.add(room, ana, "b-1") is False, "ana is already there via node a"
+        assert await doomed.add(room, bob, "b-2") is True
+        assert sorted(u.id for u in await survivor.online(room)) == sorted([ana.id, bob.id])
+        assert {survivor.node_id, doomed.node_id} <= set(await survivor.nodes())
+        assert doomed._task is not None
+        doomed._task.cancel()  # the node dies: no more refreshes, no goodbye
+        started = asyncio.get_running_loop().time()
+        while (room, bob.id, False) not in changes:
+            await asyncio.sleep(0.05)
+            assert asyncio.get_running_loop().time() - started < 5, changes
+        took = asyncio.get_running_loop().time() - started
+        assert took <= 1.5 + 0.2 + 0.5
+        assert (room, ana.id, False) not in changes, "ana still has a live connection on node a"
+        assert [u.id for u in await survivor.online(room)] == [ana.id]
+        assert doomed.node_id not in await survivor.nodes()
+    finally:
+        await survivor.stop()
+        await redis.aclose()
+
+
+async def test_redis_presence_rewrites_entries_lost_in_an_outage(base_settings: Settings) -> None:
+    """Entries wiped from Redis (a restart without persistence) come back with the next
+    refresh, and the users are reported online again."""
+    assert base_settings.urls.redis
+    redis = connect_redis(base_settings.urls.redis)
+    node = RedisPresence(
+        redis, HubMetrics(CollectorRegistry()), node_id=_name("n"), ttl_seconds=0.6
+    )
+    back: list[tuple[str, str, bool]] = []
+
+    async def changed(room: str, user: UserRef, online: bool) -> None:
+        back.append((room, user.id, online))
+
+    room, ana = _name("r"), UserRef(id=_name("ana"), name="Ana")
+    await node.add(room, ana, "c1")
+    await redis.delete(room_key(room), ENTRIES)
+    assert await node.online(room) == []
+    await node.start(changed)
+    try:
+        for _ in range(40):
+            if back:
+                break
+            await asyncio.sleep(0.05)
+        assert back == [(room, ana.id, True)]
+        assert await node.online(room) == [ana]
+    finally:
+        await node.stop()
+        await redis.aclose()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-sharded"])
+async def broker_factory(
+    request: pytest.FixtureRequest, base_settings: Settings
+) -> AsyncIterator[Callable[[], Broker]]:
+    made: list[Broker] = []
+
+    def make() -> Broker:
+        broker: Broker
+        if request.param == "memory":
+            broker = MemoryBroker()
+        else:
+            assert base_settings.urls.redis
+            broker = RedisBroker(
+                base_settings.urls.redis,
+                HubMetrics(CollectorRegistry()),
+                sharded=request.param == "redis-sharded",
+            )
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        await broker.stop()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_broker_delivers_subscribed_channels_in_publish_order(
+    broker_factory: Callable[[], Broker],
+) -> None:
+    broker = broker_factory()
     got: list[tuple[str, bytes]] = []
-    await broker.start(lambda channel, payload: got.append((channel, payload)))
-    await broker.subscribe("a")
-    await broker.publish("a", b"1")
-    await broker.publish("b", b"2")
-    await broker.unsubscribe("a")
-    await broker.publish("a", b"3")
-    assert got == [("a", b"1")]
-    await broker.stop()
+    await broker.start(lambda channel, payload: got.append((channel, payload)), lambda: None)
+    assert broker.ready
+    a, b = _name("a"), _name("b")
+    await broker.subscribe(a)
+    await asyncio.sleep(0.05)  # a network broker confirms the subscription asynchronously
+    for i in range(100):
+        await broker.publish(a, b"%d" % i)
+    await broker.publish(b, b"not subscribed")
+    await _until(lambda: len(got) >= 100)
+    assert got == [(a, b"%d" % i) for i in range(100)]
+    await broker.unsubscribe(a)
+    await asyncio.sleep(0.05)
+    await broker.publish(a, b"after")
+    await asyncio.sleep(0.1)
+    assert len(got) == 100
+
+
+def _count(reply: Any, channel: str) -> int:
+    """PUBSUB (SHARD)NUMSUB's reply, parsed by redis-py into pairs or left flat."""
+    flat = not isinstance(reply[0], tuple)
+    pairs = list(zip(reply[::2], reply[1::2], strict=True)) if flat else reply
+    return int(dict(pairs)[channel.encode()])
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["classic", "sharded"])
+async def test_redis_broker_crosses_nodes_with_one_subscription_each(
+    sharded: bool, base_settings: Settings
+) -> None:
+    assert base_settings.urls.redis
+    url = base_settings.urls.redis
+    metrics = HubMetrics(CollectorRegistry())
+    first, second = (RedisBroker(url, metrics, sharded=sharded) for _ in range(2))
+    got: list[bytes] = []
+    await first.start(lambda channel, payload: None, lambda: None)
+    await second.start(lambda channel, payload: got.append(payload), lambda: None)
+    channel = _name("room")
+    redis = connect_redis(url)
+    try:
+        for _ in range(3):  # three local listeners still make one subscription
+            await second.subscribe(channel)
+        command = "PUBSUB SHARDNUMSUB" if sharded else "PUBSUB NUMSUB"
+        subscribers = 0
+        for _ in range(100):
+            reply = await redis.execute_command(command, channel)  # type: ignore[no-untyped-call]
+            subscribers = int(
+                dict(
+                    reply
+                    if isinstance(reply[0], tuple)
+                    else zip(reply[::2], reply[1::2], strict=True)
+                )[channel.encode()]
+            )
+            if subscribers:
+                break
+            await asyncio.sleep(0.02)
+        assert subscribers == 1, "one subscription per node and channel"
+        payload = b'3 r\n{"type":"message"}'
+        await first.publish(channel, payload)
+        await _until(lambda: got == [payload])
+    finally:
+        await first.stop()
+        await second.stop()
+        await redis.aclose()
+
+
+async def test_redis_broker_survives_a_redis_restart(tmp_path: Path) -> None:
+    """Its own Redis, killed and started again on the same port: publishing fails while
+    it is down (so nothing is acknowledged), the subscriber comes back by itself,
+    re-subscribes and reports it so the hub can fill the gap from history."""
+    port = free_port()
+    argv = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
+    metrics = HubMetrics(CollectorRegistry())
+    process = ManagedProcess("redis", argv, log_path=tmp_path / "redis.log")
+    wait_for_port(process, port)
+    broker = RedisBroker(f"redis://127.0.0.1:{port}/0", metrics, ping_seconds=0.3)
+    got: list[bytes] = []
+    resubscribed: list[float] = []
+    await broker.start(lambda channel, payload: got.append(payload), lambda: resubscribed.append(1))
+    try:
+        await broker.subscribe("room:x")
+        await asyncio.sleep(0.05)
+        await broker.publish("room:x", b"before")
+        await _until(lambda: got == [b"before"])
+        process.stop()
+        await _until(lambda: not broker.ready)
+        with pytest.raises(BrokerError):
+            await broker.publish("room:x", b"during")
+        process = ManagedProcess("redis", argv, log_path=tmp_path / "redis.log")
+        wait_for_port(process, port)
+        await _until(lambda: broker.ready and resubscribed == [1], seconds=10)
+        await broker.publish("room:x", b"after")
+        await _until(lambda: got == [b"before", b"after"])
+        assert _sample(metrics, "papo_broker_errors_total", op="publish") == 1
+        assert _sample(metrics, "papo_broker_reconnects_total") == 1
+    finally:
+        await broker.stop()
+        process.stop()
+
+
+def _sample(metrics: HubMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from papo.hub.broker import DeliveryHandler
+from papo.hub.broker import DeliveryHandler, ResubscribedHandler
 
 
 class MemoryBroker:
+    ordered = True  # one process: every publish is delivered in the order it was made
+    ready = True
+
     def __init__(self) -> None:
         self._deliver: DeliveryHandler | None = None
         self._channels: set[str] = set()
 
-    async def start(self, deliver: DeliveryHandler) -> None:
+    async def start(self, deliver: DeliveryHandler, on_resubscribed: ResubscribedHandler) -> None:
         self._deliver = deliver
 
     async def stop(self) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 from papo.hub.connection import Connection
 from papo.hub.directory import Directory
-from papo.hub.fanout import encode_event, replay_allows, room_channel, user_channel
+from papo.hub.fanout import encode_event, message_event, replay_allows, room_channel, user_channel
 from papo.hub.history import Draft, Stored
-from papo.hub.hub import Hub, dm_room_id, message_event
+from papo.hub.hub import Hub, dm_room_id
 from papo.hub.rooms import Room
 from papo.protocol import frames as f
 from papo.protocol.errors import ErrorCode, PapoError, validation_error
@@ -146,8 +146,8 @@ class Chat:
         buffered = connection.catching_up.pop(room, [])
         if sent_up_to > 0:
             connection.replayed_upto[room] = sent_up_to
-        for text in buffered:
-            if replay_allows(connection, room, text):
+        for seq, text in buffered:
+            if replay_allows(connection, room, seq):
                 connection.push(text)
 
     async def leave(self, connection: Connection, frame: f.RoomLeave) -> dict[str, Any]:
@@ -229,6 +229,11 @@ class Chat:
                 field="text",
             )
         await self._room(connection, frame.room, member=True)
+        if not self.hub.broker.ready:
+            raise PapoError(
+                ErrorCode.UNAVAILABLE,
+                "papo cannot reach its message bus right now; retry with the same client_id",
+            )
         user = connection.principal.user
         draft = Draft(frame.room, user.id, user.name, frame.text, frame.client_id)
         try:

@@ -82,8 +82,9 @@ class Connection:
         self.state = State.OPEN
         self.rooms: set[str] = set()
         self.typing_in: dict[str, float] = {}
-        # room -> live events held back while missed messages are replayed
-        self.catching_up: dict[str, list[str]] = {}
+        # room -> live events (seq, text; seq 0 for non-messages) held back while missed
+        # messages are replayed
+        self.catching_up: dict[str, list[tuple[int, str]]] = {}
         # room -> highest sequence sent by a replay; live copies up to it are dropped
         self.replayed_upto: dict[str, int] = {}
         self._outbox: deque[str] = deque()

@@ -1,9 +1,11 @@
 """Channels and fan-out: which local connections listen to what, and delivery to them.
 
 A channel is ``room:<id>`` or ``user:<id>``. The node holds one broker subscription
-per channel, however many connections listen. Each event is encoded once by its
-publisher; delivery decodes the bytes to text once and queues the same string to every
-listener, never awaiting any of them.
+per channel, however many connections listen. Each event is encoded once by the node
+that publishes it; the broker carries it as ``<header>\n<json>``, where the header of
+a room message is ``<seq> <room>`` (empty for other events), so receiving nodes order
+and de-duplicate messages without decoding the JSON, and queue the same string to
+every listener, never awaiting any of them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import msgspec
 
 from papo.hub.broker import Broker
 from papo.hub.connection import Connection
+from papo.hub.history import History, Stored
 from papo.hub.metrics import HubMetrics
-from papo.protocol.frames import Event
+from papo.hub.sequencer import Sequencer
+from papo.protocol.frames import Event, MessageEvent, UserRef
 
 encoder = msgspec.json.Encoder()
 
@@ -32,37 +36,56 @@ def encode_event(event: Event) -> bytes:
     return encoder.encode(event)
 
 
-class _Head(msgspec.Struct):
-    type: str
-    seq: int = 0
+def message_event(message: Stored) -> MessageEvent:
+    return MessageEvent(
+        room=message.room,
+        seq=message.seq,
+        ts=message.ts,
+        sender=UserRef(id=message.sender_id, name=message.sender_name),
+        text=message.text,
+        client_id=message.client_id,
+        edited=message.edited,
+        deleted=message.deleted,
+    )
 
 
-_head = msgspec.json.Decoder(_Head)
+def pack(event: Event) -> bytes:
+    """The broker payload: a header the receivers can route on, then the JSON event."""
+    body = encoder.encode(event)
+    if isinstance(event, MessageEvent):
+        return b"%d %s\n%s" % (event.seq, event.room.encode(), body)
+    return b"\n" + body
 
 
-def replay_allows(connection: Connection, room: str, text: str) -> bool:
-    """False for a live message a replay already sent to this connection.
+def replay_allows(connection: Connection, room: str, seq: int) -> bool:
+    """False for a live message (``seq`` > 0) a replay already sent to this connection.
 
     A message can be readable in history a moment before its live copy is published;
     a replay that read it must not let the live copy through again.
     """
     mark = connection.replayed_upto.get(room)
-    if mark is None:
+    if mark is None or seq == 0:
         return True
-    head = _head.decode(text)
-    if head.type != "message":
-        return True
-    if head.seq <= mark:
+    if seq <= mark:
         return False
     del connection.replayed_upto[room]  # live has moved past the replay: stop checking
     return True
 
 
 class Fanout:
-    def __init__(self, broker: Broker, metrics: HubMetrics) -> None:
+    def __init__(
+        self, broker: Broker, history: History, metrics: HubMetrics, *, gap_wait: float
+    ) -> None:
         self.broker = broker
         self.metrics = metrics
         self._listeners: dict[str, set[Connection]] = {}
+        self.sequencer = Sequencer(
+            history,
+            self._emit,
+            lambda message: encode_event(message_event(message)).decode(),
+            metrics,
+            gap_wait=0.0 if broker.ordered else gap_wait,
+        )
 
     async def listen(self, channel: str, connection: Connection) -> None:
         listeners = self._listeners.get(channel)
@@ -80,30 +103,40 @@ class Fanout:
         listeners.discard(connection)
         if not listeners:
             del self._listeners[channel]
+            self.sequencer.forget(channel)
             await self.broker.unsubscribe(channel)
 
     def listener_count(self, channel: str) -> int:
         return len(self._listeners.get(channel, ()))
 
     async def publish(self, channel: str, event: Event) -> None:
-        await self.broker.publish(channel, encode_event(event))
+        await self.broker.publish(channel, pack(event))
 
     def deliver(self, channel: str, payload: bytes) -> None:
-        """The broker's callback: queue ``payload`` to every local listener of ``channel``."""
+        """The broker's callback: room messages through the sequencer, the rest straight on."""
+        head, _, body = payload.partition(b"\n")
+        if head:
+            seq, _, room = head.partition(b" ")
+            self.sequencer.offer(channel, room.decode(), int(seq), body.decode())
+            return
+        room_id = channel[5:] if channel.startswith("room:") else ""
+        self._emit(channel, room_id, 0, body.decode())
+
+    def _emit(self, channel: str, room: str, seq: int, text: str) -> None:
+        """Queue ``text`` to every local listener of ``channel``."""
         listeners = self._listeners.get(channel)
         if not listeners:
             return
         started = time.perf_counter()
-        text = payload.decode()
-        room = channel[5:] if channel.startswith("room:") else None
         delivered = 0
         for connection in tuple(listeners):
             # Only connections inside or just after a replay pay for the extra checks.
-            if room is not None and (connection.catching_up or connection.replayed_upto):
-                if room in connection.catching_up:
-                    connection.catching_up[room].append(text)
+            if room and (connection.catching_up or connection.replayed_upto):
+                held = connection.catching_up.get(room)
+                if held is not None:
+                    held.append((seq, text))
                     continue
-                if not replay_allows(connection, room, text):
+                if not replay_allows(connection, room, seq):
                     continue
             if connection.push(text):
                 delivered += 1

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 from papo.hub.broker import Broker
 from papo.hub.connection import Connection, Principal, State, Transport
-from papo.hub.fanout import Fanout, room_channel, user_channel
+from papo.hub.fanout import Fanout, message_event, room_channel, user_channel
 from papo.hub.history import History, Stored
 from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.rooms import RoomStore
 from papo.hub.writer import RoomWriters
 from papo.protocol.close_codes import CloseCode
-from papo.protocol.frames import Event, MessageEvent, PresenceChanged, TypingEvent, UserRef
+from papo.protocol.frames import Event, PresenceChanged, TypingEvent, UserRef
 
 log = logging.getLogger("papo.hub")
 
@@ -38,6 +38,8 @@ class HubLimits:
     auth_timeout: float = 5.0
     heartbeat_seconds: float = 20.0
     token_warning_seconds: float = 60.0
+    # How long a node waits for a late message before reading it from history.
+    gap_wait_seconds: float = 0.05
 
 
 def dm_room_id(a: str, b: str) -> str:
@@ -50,19 +52,6 @@ def dm_members(room_id: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != "dm":
         return None
     return parts[1], parts[2]
-
-
-def message_event(message: Stored) -> MessageEvent:
-    return MessageEvent(
-        room=message.room,
-        seq=message.seq,
-        ts=message.ts,
-        sender=UserRef(id=message.sender_id, name=message.sender_name),
-        text=message.text,
-        client_id=message.client_id,
-        edited=message.edited,
-        deleted=message.deleted,
-    )
 
 
 class Hub:
@@ -82,7 +71,7 @@ class Hub:
         self.rooms = rooms
         self.metrics = metrics
         self.limits = limits
-        self.fanout = Fanout(broker, metrics)
+        self.fanout = Fanout(broker, history, metrics, gap_wait=limits.gap_wait_seconds)
         self.writers = RoomWriters(history, self._publish_messages, metrics)
         self.connections: dict[str, Connection] = {}
         self.accepting = True
@@ -90,10 +79,23 @@ class Hub:
 
     async def start(self) -> None:
         await self.history.prepare()
-        await self.broker.start(self.fanout.deliver)
+        await self.broker.start(self.fanout.deliver, self.fanout.sequencer.resync)
+        await self.presence.start(self._presence_changed)
 
     async def stop(self) -> None:
+        await self.presence.stop()
+        await self.fanout.sequencer.close()
         await self.broker.stop()
+
+    async def _presence_changed(self, room: str, user: UserRef, online: bool) -> None:
+        """Presence learned from the shared store (a crashed node's users expiring, or
+        entries restored after an outage), pushed to the room like any other change."""
+        event = (
+            PresenceChanged(room=room, joined=[user])
+            if online
+            else PresenceChanged(room=room, left=[user])
+        )
+        await self.fanout.publish(room_channel(room), event)
 
     # --- publishing ---------------------------------------------------------------------
 
@@ -108,6 +110,9 @@ class Hub:
             await self.fanout.publish(user_channel(user_id), event)
 
     async def _publish_messages(self, messages: Sequence[Stored]) -> None:
+        # Duplicates (retried sends) are published again: if the first attempt stored the
+        # message but could not publish it, this is where the room gets it; nodes drop
+        # copies they already handed out.
         for message in messages:
             await self.publish_to_room(message.room, message_event(message))
 

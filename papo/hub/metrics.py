@@ -10,6 +10,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class HubMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.connections = Gauge(
             "papo_ws_connections", "Open WebSocket connections on this node.", registry=registry
         )
@@ -72,5 +73,41 @@ class HubMetrics:
         self.messages = Counter(
             "papo_messages_stored_total",
             "Messages stored (acknowledged) by this node.",
+            registry=registry,
+        )
+        self.broker_errors = Counter(
+            "papo_broker_errors_total",
+            "Broker operations that failed, by operation (publish, subscriber, ...).",
+            ("op",),
+            registry=registry,
+        )
+        self.broker_reconnects = Counter(
+            "papo_broker_reconnects_total",
+            "Times the broker's subscriber connection came back after a loss.",
+            registry=registry,
+        )
+        self.broker_connected = Gauge(
+            "papo_broker_connected",
+            "1 while the node's broker subscriber is connected.",
+            registry=registry,
+        )
+        self.gap_fills = Counter(
+            "papo_fanout_gap_fills_total",
+            "Messages this node read from history because they were late or lost in transit.",
+            registry=registry,
+        )
+        self.duplicates_dropped = Counter(
+            "papo_fanout_duplicates_dropped_total",
+            "Messages that reached this node again (republished retries) and were dropped.",
+            registry=registry,
+        )
+        self.presence_expired = Counter(
+            "papo_presence_expired_total",
+            "Presence entries of vanished connections (crashed nodes) removed by expiry.",
+            registry=registry,
+        )
+        self.presence_errors = Counter(
+            "papo_presence_errors_total",
+            "Presence updates that failed against the shared store (retried by refresh).",
             registry=registry,
         )

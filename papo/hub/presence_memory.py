@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from papo.hub.presence import PresenceChanged
 from papo.protocol.frames import UserRef
 
 
 class MemoryPresence:
-    def __init__(self) -> None:
+    def __init__(self, node_id: str = "local") -> None:
+        self._node_id = node_id
         self._rooms: dict[str, dict[str, tuple[UserRef, set[str]]]] = {}
         self._users: dict[str, set[str]] = {}
+
+    async def start(self, changed: PresenceChanged) -> None:
+        """One process: nothing expires behind the hub's back, so nothing to report."""
+
+    async def stop(self) -> None:
+        self._rooms.clear()
+        self._users.clear()
+
+    async def nodes(self) -> list[str]:
+        return [self._node_id]
 
     async def add(self, room: str, user: UserRef, connection: str) -> bool:
         members = self._rooms.setdefault(room, {})

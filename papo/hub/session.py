@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from papo.hub.broker import BrokerError
 from papo.hub.chat import AfterReply, Deferred, ack
 from papo.hub.connection import Connection, State
 from papo.hub.hub import Hub
@@ -154,6 +155,15 @@ class Session:
             result = await spec.handler(self.connection, frame)
         except PapoError as error:
             self._error(frame.id, error)
+            return
+        except BrokerError as exc:
+            log.warning("broker unavailable", extra={"type": spec.frame_type, "error": str(exc)})
+            self._error(
+                frame.id,
+                PapoError(
+                    ErrorCode.UNAVAILABLE, "papo cannot reach its message bus; retry shortly"
+                ),
+            )
             return
         except Exception:
             log.exception("handler failed", extra={"type": spec.frame_type})

@@ -88,10 +88,10 @@ class RoomWriters:
                     item.done.set_exception(exc)
             return
         self._metrics.history_batch.observe(len(batch))
-        fresh = [message for message in stored if not message.duplicate]
-        self._metrics.messages.inc(len(fresh))
+        self._metrics.messages.inc(sum(1 for message in stored if not message.duplicate))
+        unique = list({message.seq: message for message in stored}.values())
         try:
-            await self._publish(fresh)
+            await self._publish(unique)
         except Exception as exc:
             log.warning("publish failed after store", extra={"room": room, "error": repr(exc)})
             for item in batch:

@@ -1,25 +1,29 @@
 """``History`` on MongoDB through PyMongo's async API.
 
 Documents: ``messages`` {room, seq, ts, sender_id, sender_name, text, client_id, edited,
-deleted} with unique indexes on (room, seq) and (room, sender_id, client_id);
-``room_sequences`` {_id: room, seq} holds each room's last sequence. A batch reserves
-its block of sequences with one ``$inc`` and is written with one ordered insert, with
-journaled write concern, before anyone is acknowledged.
+deleted} with unique indexes on (room, seq) and (room, sender_id, client_id). A batch
+takes the numbers after the room's highest sequence and is written with one ordered
+insert, with journaled write concern, before anyone is acknowledged; the (room, seq)
+index settles races between nodes (see ``_insert``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from papo.hub.history import Draft, Stored
 
 Document = dict[str, Any]
+DUPLICATE_KEY = 11000
+MAX_SEQUENCE_RACES = 50
 
 
 def _stored(doc: Document, *, duplicate: bool = False) -> Stored:
@@ -42,7 +46,6 @@ class MongoHistory:
         durable = WriteConcern(w=1, j=True)
         db = client.get_database(database, write_concern=durable)
         self._messages: AsyncCollection[Document] = db["messages"]
-        self._sequences: AsyncCollection[Document] = db["room_sequences"]
 
     async def prepare(self) -> None:
         await self._messages.create_index(
@@ -55,14 +58,7 @@ class MongoHistory:
         )
 
     async def append(self, room: str, drafts: Sequence[Draft]) -> list[Stored]:
-        keys = {(d.sender_id, d.client_id) for d in drafts}
-        earlier: dict[tuple[str, str], Document] = {}
-        if keys:
-            cursor = self._messages.find(
-                {"room": room, "client_id": {"$in": sorted({c for _, c in keys})}}
-            )
-            async for doc in cursor:
-                earlier[(doc["sender_id"], doc["client_id"])] = doc
+        earlier = await self._earlier(room, drafts)
         fresh: list[Draft] = []
         seen: set[tuple[str, str]] = set()
         for draft in drafts:
@@ -70,35 +66,7 @@ class MongoHistory:
             if key not in earlier and key not in seen:
                 fresh.append(draft)
                 seen.add(key)
-        new_docs: dict[tuple[str, str], Document] = {}
-        if fresh:
-            # Create the counter first, then increment without upsert: an upserting
-            # find_one_and_update under concurrency is where some servers misbehave.
-            await self._sequences.update_one(
-                {"_id": room}, {"$setOnInsert": {"seq": 0}}, upsert=True
-            )
-            counter = await self._sequences.find_one_and_update(
-                {"_id": room},
-                {"$inc": {"seq": len(fresh)}},
-                return_document=ReturnDocument.AFTER,
-            )
-            assert counter is not None
-            first = counter["seq"] - len(fresh) + 1
-            now = time.time()
-            docs = [
-                {
-                    "room": room,
-                    "seq": first + index,
-                    "ts": now,
-                    "sender_id": d.sender_id,
-                    "sender_name": d.sender_name,
-                    "text": d.text,
-                    "client_id": d.client_id,
-                }
-                for index, d in enumerate(fresh)
-            ]
-            await self._messages.insert_many(docs, ordered=True)
-            new_docs = {(doc["sender_id"], doc["client_id"]): doc for doc in docs}
+        new_docs = await self._insert(room, fresh, earlier)
         results = []
         returned: set[tuple[str, str]] = set()
         for draft in drafts:
@@ -109,6 +77,73 @@ class MongoHistory:
             else:
                 results.append(_stored(earlier.get(key) or new_docs[key], duplicate=True))
         return results
+
+    async def _earlier(self, room: str, drafts: Sequence[Draft]) -> dict[tuple[str, str], Document]:
+        client_ids = sorted({d.client_id for d in drafts})
+        found: dict[tuple[str, str], Document] = {}
+        if client_ids:
+            async for doc in self._messages.find({"room": room, "client_id": {"$in": client_ids}}):
+                found[(doc["sender_id"], doc["client_id"])] = doc
+        return found
+
+    async def _insert(
+        self, room: str, pending: list[Draft], earlier: dict[tuple[str, str], Document]
+    ) -> dict[tuple[str, str], Document]:
+        """Number ``pending`` after the room's highest sequence and insert them in order.
+
+        The unique (room, seq) index is the arbiter between nodes: a node that lost the
+        race for a number re-reads the highest one and numbers the rest again. A number
+        is therefore only ever taken by a stored message, and sequences stay gapless even
+        when a node dies mid-write. A draft that another node stored meanwhile (a retry
+        racing its original) becomes a duplicate instead.
+        """
+        stored: dict[tuple[str, str], Document] = {}
+        for _ in range(MAX_SEQUENCE_RACES):
+            if not pending:
+                return stored
+            last = await self._last_seq(room)
+            now = time.time()
+            docs: list[Document] = [
+                {
+                    "room": room,
+                    "seq": last + 1 + index,
+                    "ts": now,
+                    "sender_id": d.sender_id,
+                    "sender_name": d.sender_name,
+                    "text": d.text,
+                    "client_id": d.client_id,
+                }
+                for index, d in enumerate(pending)
+            ]
+            try:
+                await self._messages.insert_many(docs, ordered=True)
+            except BulkWriteError as exc:
+                inserted = int(exc.details.get("nInserted", 0))
+                errors = exc.details.get("writeErrors") or [{}]
+                if errors[0].get("code") != DUPLICATE_KEY:
+                    raise
+                for doc in docs[:inserted]:
+                    stored[(doc["sender_id"], doc["client_id"])] = doc
+                loser = pending[inserted]
+                existing = await self._messages.find_one(
+                    {"room": room, "sender_id": loser.sender_id, "client_id": loser.client_id}
+                )
+                if existing is not None:
+                    earlier[(loser.sender_id, loser.client_id)] = existing
+                    pending = pending[inserted + 1 :]
+                else:
+                    pending = pending[inserted:]
+                continue
+            for doc in docs:
+                stored[(doc["sender_id"], doc["client_id"])] = doc
+            return stored
+        raise RuntimeError(f"room {room}: lost the sequence race {MAX_SEQUENCE_RACES} times")
+
+    async def _last_seq(self, room: str) -> int:
+        doc = await self._messages.find_one(
+            {"room": room}, projection={"seq": 1}, sort=[("seq", DESCENDING)]
+        )
+        return int(doc["seq"]) if doc else 0
 
     async def after(self, room: str, seq: int, limit: int) -> list[Stored]:
         cursor = self._messages.find({"room": room, "seq": {"$gt": seq}}).sort("seq", ASCENDING)
@@ -123,11 +158,9 @@ class MongoHistory:
         return newest_first[::-1]
 
     async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
-        found = dict.fromkeys(rooms, 0)
-        if rooms:
-            async for doc in self._sequences.find({"_id": {"$in": list(rooms)}}):
-                found[doc["_id"]] = doc["seq"]
-        return found
+        unique = list(dict.fromkeys(rooms))
+        seqs = await asyncio.gather(*(self._last_seq(room) for room in unique))
+        return dict(zip(unique, seqs, strict=True))
 
     async def edit(self, room: str, seq: int, sender_id: str, text: str) -> Stored | None:
         doc = await self._messages.find_one_and_update(

@@ -96,6 +96,22 @@ class RealtimeSettings:
     auth_timeout_seconds: float = 5.0
 
 
+BrokerChoice = Literal["auto", "memory", "redis"]
+
+
+@dataclass(frozen=True)
+class ScaleSettings:
+    """How nodes share work. ``auto`` uses Redis whenever ``PAPO_REDIS_URL`` is set."""
+
+    broker: BrokerChoice = "auto"
+    redis_sharded: bool = False
+    presence_ttl_seconds: float = 6.0
+    node_id: str = ""
+
+    def uses_redis(self, urls: ServiceUrls) -> bool:
+        return self.broker == "redis" or (self.broker == "auto" and bool(urls.redis))
+
+
 @dataclass(frozen=True)
 class Settings:
     http: HttpSettings = HttpSettings()
@@ -104,6 +120,7 @@ class Settings:
     s3: S3Settings = S3Settings()
     auth: AuthSettings = AuthSettings()
     realtime: RealtimeSettings = RealtimeSettings()
+    scale: ScaleSettings = ScaleSettings()
     data_dir: Path = Path(".papo")
     readiness_timeout: float = 2.0
 
@@ -188,6 +205,14 @@ class Settings:
                     "PAPO_WS_AUTH_TIMEOUT_SECONDS", 5.0, low=0.1, high=120.0
                 ),
             ),
+            scale=ScaleSettings(
+                broker=reader.broker("PAPO_BROKER"),
+                redis_sharded=reader.flag("PAPO_REDIS_SHARDED", False),
+                presence_ttl_seconds=reader.number(
+                    "PAPO_PRESENCE_TTL_SECONDS", 6.0, low=1.0, high=300.0
+                ),
+                node_id=reader.node_id("PAPO_NODE_ID"),
+            ),
             data_dir=Path(reader.text("PAPO_DATA_DIR", ".papo")),
             readiness_timeout=reader.number("PAPO_READINESS_TIMEOUT", 2.0, low=0.1, high=60.0),
         )
@@ -241,6 +266,29 @@ class _EnvReader:
             return value
 
         return self._parse(name, default, parse, "one of " + ", ".join(allowed))
+
+    def flag(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+
+        return self._parse(name, default, parse, "true or false")
+
+    def broker(self, name: str) -> BrokerChoice:
+        value = self.choice(name, "auto", ("auto", "memory", "redis"), upper=False)
+        return "memory" if value == "memory" else "redis" if value == "redis" else "auto"
+
+    def node_id(self, name: str) -> str:
+        def parse(raw: str) -> str:
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", raw):
+                raise ValueError
+            return raw
+
+        return self._parse(name, "", parse, "1-64 letters, digits, '.', '_' or '-'")
 
     def log_format(self, name: str) -> LogFormat:
         value = self.choice(name, "json", ("json", "text"), upper=False)

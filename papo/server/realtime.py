@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from papo.domains.accounts.model import Identity
 from papo.domains.accounts.service import AccountService
+from papo.hub.broker import Broker
 from papo.hub.broker_memory import MemoryBroker
 from papo.hub.chat import Chat
 from papo.hub.connection import Connection, Principal
@@ -19,16 +22,19 @@ from papo.hub.history import History
 from papo.hub.history_memory import MemoryHistory
 from papo.hub.hub import Hub, HubLimits
 from papo.hub.metrics import HubMetrics
+from papo.hub.presence import Presence
 from papo.hub.presence_memory import MemoryPresence
 from papo.hub.rooms import RoomStore
 from papo.hub.rooms_memory import MemoryRoomStore
+from papo.persistence.broker_redis import RedisBroker
 from papo.persistence.history_mongo import MongoHistory
 from papo.persistence.mongo import database_name
+from papo.persistence.presence_redis import RedisPresence
 from papo.persistence.rooms_postgres import PostgresRoomStore
 from papo.protocol import frames as f
 from papo.protocol.errors import ErrorCode, PapoError
 from papo.protocol.registry import Registry
-from papo.server.config import Settings
+from papo.server.config import ConfigError, Settings
 from papo.server.resources import Resources
 
 
@@ -83,6 +89,8 @@ def build_realtime(
     accounts: AccountService | None,
     metrics_registry: CollectorRegistry,
 ) -> Realtime:
+    metrics = HubMetrics(metrics_registry)
+    broker, presence = build_sharing(settings, resources, metrics)
     history: History = (
         MongoHistory(resources.mongo, database_name(settings.urls.mongo))
         if resources.mongo is not None and settings.urls.mongo
@@ -92,11 +100,11 @@ def build_realtime(
         PostgresRoomStore(resources.pool) if resources.pool is not None else MemoryRoomStore()
     )
     hub = Hub(
-        broker=MemoryBroker(),
-        presence=MemoryPresence(),
+        broker=broker,
+        presence=presence,
         history=history,
         rooms=rooms,
-        metrics=HubMetrics(metrics_registry),
+        metrics=metrics,
         limits=hub_limits(settings),
     )
     directory: Directory = AccountDirectory(accounts) if accounts else SeenDirectory()
@@ -105,6 +113,26 @@ def build_realtime(
     register_session_frames(registry, accounts)
     registry.freeze()
     return Realtime(hub, registry, directory)
+
+
+def node_name(settings: Settings) -> str:
+    return settings.scale.node_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_sharing(
+    settings: Settings, resources: Resources, metrics: HubMetrics
+) -> tuple[Broker, Presence]:
+    """Redis broker and presence when nodes share Redis; in-memory for a single node."""
+    node = node_name(settings)
+    if not settings.scale.uses_redis(settings.urls):
+        return MemoryBroker(), MemoryPresence(node)
+    if resources.redis is None or not settings.urls.redis:
+        raise ConfigError("PAPO_REDIS_URL", None, "a Redis URL when PAPO_BROKER=redis")
+    broker = RedisBroker(settings.urls.redis, metrics, sharded=settings.scale.redis_sharded)
+    presence = RedisPresence(
+        resources.redis, metrics, node_id=node, ttl_seconds=settings.scale.presence_ttl_seconds
+    )
+    return broker, presence
 
 
 def register_session_frames(
