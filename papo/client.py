@@ -21,7 +21,7 @@ import itertools
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -60,8 +60,12 @@ class PapoClient:
         token_provider: TokenProvider | None = None,
         reconnect: bool = True,
         max_backoff: float = 5.0,
+        alternates: Sequence[str] = (),
     ) -> None:
         self.url = url
+        # Reconnects try the next address in turn (several nodes without a load balancer).
+        self._urls = [url, *alternates]
+        self._url_index = 0
         self._token = token
         self._token_provider = token_provider
         self.reconnect = reconnect
@@ -100,6 +104,10 @@ class PapoClient:
         await self.close()
 
     @property
+    def current_url(self) -> str:
+        return self._urls[self._url_index]
+
+    @property
     def user_id(self) -> str:
         return str(self.welcome["user"]["id"])
 
@@ -113,7 +121,7 @@ class PapoClient:
     async def _open(self) -> None:
         token = await self._token_now()
         self._ws = await connect(
-            self.url,
+            self._urls[self._url_index],
             additional_headers={"Authorization": f"Bearer {token}"},
             max_size=2**24,
             open_timeout=10,
@@ -147,6 +155,7 @@ class PapoClient:
         for attempt in itertools.count():
             delay = min(self._max_backoff, 0.05 * 2**attempt) * (0.5 + random.random())  # noqa: S311
             await asyncio.sleep(delay)
+            self._url_index = (self._url_index + 1) % len(self._urls)
             try:
                 await self._open()
             except (OSError, InvalidStatus, ConnectionClosed, TimeoutError) as exc:
