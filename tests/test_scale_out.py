@@ -40,6 +40,11 @@ async def cluster(base_settings: Settings) -> AsyncIterator[Cluster]:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
+def _figures(scenario: str, **figures: object) -> None:
+    """Printed for docs/scaling.md (visible with ``pytest -s``)."""
+    print(f"\n[scale-out figures] {scenario}: {figures}")
+
+
 async def _users(node: Node, count: int, prefix: str) -> list[Session]:
     async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
         return [await register_and_login(http, prefix=f"{prefix}{i}") for i in range(count)]
@@ -190,10 +195,12 @@ async def test_a_killed_node_loses_no_acked_message(cluster: Cluster) -> None:
         await asyncio.gather(*streams)
         assert len(acks) == 180
 
+        senders_done = time.monotonic() - killed_at
         for reader in readers:
             seqs, texts = await _collect_until(reader, set(acks), 60)
             _assert_exactly_once_in_order(seqs, texts, acks)
             assert reader.duplicates_dropped == 0
+        readers_done = time.monotonic() - killed_at
         assert readers[2].reconnects >= 1
         assert readers[2].current_url != node2.ws_url
         assert senders[2].reconnects >= 1
@@ -205,6 +212,13 @@ async def test_a_killed_node_loses_no_acked_message(cluster: Cluster) -> None:
                 break
             assert time.monotonic() - killed_at < 10, "crashed node's user still online"
             await asyncio.sleep(0.2)
+        _figures(
+            "kill -9",
+            acked=len(acks),
+            senders_finished_after_kill_s=round(senders_done, 2),
+            readers_complete_after_kill_s=round(readers_done, 2),
+            presence_dropped_after_s=round(time.monotonic() - killed_at, 2),
+        )
         still = {u["id"] for u in online["online"]}
         assert {c.user_id for c in (*senders, *readers)} <= still, "reconnected users stay"
 
@@ -262,6 +276,7 @@ async def test_a_redis_outage_refuses_sends_and_loses_nothing_acked(cluster: Clu
             metrics = (await http.get("/metrics")).text
             assert (await http.get("/readyz")).status_code == 200
 
+        _figures("redis outage 5 s", acked=len(acked), refused=len(refused))
         assert refused, "sends during the outage were refused"
         assert codes == {"unavailable"}
         assert len(acked) > 50, "traffic flowed before and after the outage"
