@@ -8,6 +8,7 @@ dev: install
 	.venv/bin/papo dev
 
 test: install
+	scripts/system-deps
 	scripts/test
 
 lint: install

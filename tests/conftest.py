@@ -182,3 +182,13 @@ async def connect(server: RunningServer) -> AsyncIterator[Callable[..., Awaitabl
     yield open_client
     for client in opened:
         await client.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the screenshots the browser tests wrote, so a CI log points at them."""
+    folder = Path(os.environ.get("PAPO_TEST_SCREENSHOTS", "test-artifacts/screenshots"))
+    shots = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if shots:
+        terminalreporter.section("screenshots")
+        for shot in shots:
+            terminalreporter.write_line(f"{shot.resolve()}  ({shot.stat().st_size} bytes)")

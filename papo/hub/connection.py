@@ -82,6 +82,7 @@ class Connection:
         self.state = State.OPEN
         self.rooms: set[str] = set()
         self.typing_in: dict[str, float] = {}
+        self.feeds: set[str] = set()  # non-room channels followed (the dashboard)
         # room -> live events (seq, text; seq 0 for non-messages) held back while missed
         # messages are replayed
         self.catching_up: dict[str, list[tuple[int, str]]] = {}

@@ -106,6 +106,10 @@ class Fanout:
             self.sequencer.forget(channel)
             await self.broker.unsubscribe(channel)
 
+    def channel_count(self, prefix: str) -> int:
+        """How many channels starting with ``prefix`` this node listens to."""
+        return sum(1 for channel in self._listeners if channel.startswith(prefix))
+
     def listener_count(self, channel: str) -> int:
         return len(self._listeners.get(channel, ()))
 

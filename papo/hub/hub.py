@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from papo.hub.broker import Broker
 from papo.hub.connection import Connection, Principal, State, Transport
+from papo.hub.dashboard import DashboardFeed
 from papo.hub.fanout import Fanout, message_event, room_channel, user_channel
 from papo.hub.history import History, Stored
 from papo.hub.metrics import HubMetrics
@@ -40,6 +41,8 @@ class HubLimits:
     token_warning_seconds: float = 60.0
     # How long a node waits for a late message before reading it from history.
     gap_wait_seconds: float = 0.05
+    # How often this node publishes its counters to dashboards (0: never).
+    dashboard_interval: float = 1.0
 
 
 def dm_room_id(a: str, b: str) -> str:
@@ -64,6 +67,7 @@ class Hub:
         rooms: RoomStore,
         metrics: HubMetrics,
         limits: HubLimits,
+        node: str = "local",
     ) -> None:
         self.broker = broker
         self.presence = presence
@@ -74,6 +78,7 @@ class Hub:
         self.fanout = Fanout(broker, history, metrics, gap_wait=limits.gap_wait_seconds)
         self.writers = RoomWriters(history, self._publish_messages, metrics)
         self.connections: dict[str, Connection] = {}
+        self.dashboard = DashboardFeed(self, node, limits.dashboard_interval)
         self.accepting = True
         self._all_gone = asyncio.Event()
 
@@ -81,8 +86,10 @@ class Hub:
         await self.history.prepare()
         await self.broker.start(self.fanout.deliver, self.fanout.sequencer.resync)
         await self.presence.start(self._presence_changed)
+        await self.dashboard.start()
 
     async def stop(self) -> None:
+        await self.dashboard.stop()
         await self.presence.stop()
         await self.fanout.sequencer.close()
         await self.broker.stop()
@@ -165,9 +172,22 @@ class Hub:
                 room_channel(room), PresenceChanged(room=room, left=[connection.principal.user])
             )
 
+    async def follow(self, connection: Connection, channel: str) -> None:
+        """Let a connection listen to a channel that is not a room (the dashboard)."""
+        if channel not in connection.feeds:
+            connection.feeds.add(channel)
+            await self.fanout.listen(channel, connection)
+
+    async def unfollow(self, connection: Connection, channel: str) -> None:
+        if channel in connection.feeds:
+            connection.feeds.discard(channel)
+            await self.fanout.unlisten(channel, connection)
+
     async def detach(self, connection: Connection) -> None:
         if self.connections.pop(connection.id, None) is None:
             return
+        for channel in list(connection.feeds):
+            await self.unfollow(connection, channel)
         for room in list(connection.rooms):
             try:
                 await self.unsubscribe(connection, room)

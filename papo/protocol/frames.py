@@ -164,6 +164,14 @@ class UserPresenceQuery(Request, tag="presence.user"):
     user: UserId
 
 
+class DashboardSubscribe(Request, tag="dashboard.subscribe"):
+    """Receive every node's ``dashboard.stats`` each interval (admins and agents)."""
+
+
+class DashboardUnsubscribe(Request, tag="dashboard.unsubscribe"):
+    """Stop receiving ``dashboard.stats``."""
+
+
 # --- replies -------------------------------------------------------------------------
 
 
@@ -273,6 +281,28 @@ class UserEvent(Event, tag="user.event"):
     sender: UserRef | None = None
 
 
+PanelFigures = dict[str, float]
+
+
+class DashboardStats(Event, tag="dashboard.stats"):
+    """One node's counters, sent by every node each ``interval`` seconds to dashboards.
+
+    A dashboard adds the figures of the nodes it heard from in the last few intervals.
+    ``panels`` holds figures that domains add, by panel name.
+    """
+
+    node: str
+    ts: float
+    interval: float
+    connections: int
+    rooms: int
+    messages_per_second: float
+    deliveries_per_second: float
+    messages_total: int
+    slow_consumer_closes: int
+    panels: dict[str, PanelFigures] = {}
+
+
 SERVER_EVENTS: tuple[type[Event], ...] = (
     Welcome,
     MessageEvent,
@@ -284,4 +314,5 @@ SERVER_EVENTS: tuple[type[Event], ...] = (
     ResumeReset,
     TokenExpiring,
     UserEvent,
+    DashboardStats,
 )

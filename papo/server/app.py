@@ -5,19 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import resources as package_files
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from papo.persistence.ratelimit import MemoryRateLimiter, RedisRateLimiter
-from papo.server import health
+from papo.server import health, pages
 from papo.server.config import Settings
 from papo.server.errors import handle_http_exception, handle_unexpected
 from papo.server.metrics import Metrics
@@ -32,12 +30,6 @@ from papo.server.wiring import build_auth
 from papo.server.ws import websocket_endpoint
 
 log = logging.getLogger("papo.server")
-
-WEB_DIR = str(package_files.files("papo.web"))
-
-
-async def index(request: Request) -> Response:
-    return FileResponse(f"{WEB_DIR}/index.html")
 
 
 async def openapi(request: Request) -> Response:
@@ -87,8 +79,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/openapi.json", openapi, methods=["GET"]),
         WebSocketRoute("/ws", websocket_endpoint),
         *(route(endpoint) for endpoint in API_ENDPOINTS),
-        Route("/", index, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=WEB_DIR), name="static"),
+        *pages.routes,
     ]
     return Starlette(
         routes=routes,

@@ -94,6 +94,7 @@ class RealtimeSettings:
     frame_burst: int = 200
     heartbeat_seconds: float = 20.0
     auth_timeout_seconds: float = 5.0
+    dashboard_interval_seconds: float = 1.0
 
 
 BrokerChoice = Literal["auto", "memory", "redis"]
@@ -203,6 +204,9 @@ class Settings:
                 ),
                 auth_timeout_seconds=reader.number(
                     "PAPO_WS_AUTH_TIMEOUT_SECONDS", 5.0, low=0.1, high=120.0
+                ),
+                dashboard_interval_seconds=reader.number(
+                    "PAPO_DASHBOARD_INTERVAL_SECONDS", 1.0, low=0.1, high=60.0
                 ),
             ),
             scale=ScaleSettings(

@@ -12,11 +12,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from papo.domains.accounts.model import Identity
+from papo.domains.accounts.permissions import ROLE_PERMISSIONS, Permission
 from papo.domains.accounts.service import AccountService
 from papo.hub.broker import Broker
 from papo.hub.broker_memory import MemoryBroker
 from papo.hub.chat import Chat
 from papo.hub.connection import Connection, Principal
+from papo.hub.dashboard import DASHBOARD_CHANNEL
 from papo.hub.directory import Directory, SeenDirectory
 from papo.hub.history import History
 from papo.hub.history_memory import MemoryHistory
@@ -73,6 +75,7 @@ def hub_limits(settings: Settings) -> HubLimits:
         frame_burst=rt.frame_burst,
         auth_timeout=rt.auth_timeout_seconds,
         heartbeat_seconds=rt.heartbeat_seconds,
+        dashboard_interval=rt.dashboard_interval_seconds,
     )
 
 
@@ -106,11 +109,13 @@ def build_realtime(
         rooms=rooms,
         metrics=metrics,
         limits=hub_limits(settings),
+        node=node_name(settings),
     )
     directory: Directory = AccountDirectory(accounts) if accounts else SeenDirectory()
     registry: Registry[Connection] = Registry()
     Chat(hub, directory).register(registry)
     register_session_frames(registry, accounts)
+    register_dashboard_frames(registry, hub)
     registry.freeze()
     return Realtime(hub, registry, directory)
 
@@ -133,6 +138,42 @@ def build_sharing(
         resources.redis, metrics, node_id=node, ttl_seconds=settings.scale.presence_ttl_seconds
     )
     return broker, presence
+
+
+DASHBOARD_ROLES = frozenset(
+    role.value
+    for role, permissions in ROLE_PERMISSIONS.items()
+    if Permission.DASHBOARD_VIEW in permissions
+)
+
+
+def register_dashboard_frames(registry: Registry[Connection], hub: Hub) -> None:
+    async def subscribe(connection: Connection, frame: f.DashboardSubscribe) -> Any:
+        await hub.follow(connection, DASHBOARD_CHANNEL)
+        return {
+            "node": hub.dashboard.node,
+            "nodes": await hub.presence.nodes(),
+            "interval": hub.dashboard.interval,
+        }
+
+    async def unsubscribe(connection: Connection, frame: f.DashboardUnsubscribe) -> Any:
+        await hub.unfollow(connection, DASHBOARD_CHANNEL)
+        return {"subscribed": False}
+
+    registry.register(
+        f.DashboardSubscribe,
+        subscribe,
+        summary="Receive every node's `dashboard.stats` each interval.",
+        roles=DASHBOARD_ROLES,
+        domain="dashboard",
+    )
+    registry.register(
+        f.DashboardUnsubscribe,
+        unsubscribe,
+        summary="Stop receiving `dashboard.stats`.",
+        roles=DASHBOARD_ROLES,
+        domain="dashboard",
+    )
 
 
 def register_session_frames(

@@ -1,0 +1,26 @@
+// Small DOM helpers shared by the chat page and the dashboard. `el` only ever sets
+// text with textContent (strings become text nodes), so nothing becomes HTML.
+
+export function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  for (const child of children) node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  return node;
+}
+
+export function show(node) {
+  node.hidden = false;
+}
+
+export function hide(node) {
+  node.hidden = true;
+}
+
+let toastTimer = null;
+
+export function toast(node, text) {
+  node.textContent = text;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (node.hidden = true), 6000);
+}
