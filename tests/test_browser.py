@@ -69,7 +69,7 @@ async def _page(browser: Browser, contexts: list[BrowserContext], **options: obj
 
 
 async def _screenshot(page: Page, name: str) -> None:
-    os.makedirs(SCREENSHOTS, exist_ok=True)  # noqa: ASYNC240 - a local folder
+    os.makedirs(SCREENSHOTS, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=path, full_page=True)
 
