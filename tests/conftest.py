@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -184,10 +185,17 @@ async def connect(server: RunningServer) -> AsyncIterator[Callable[..., Awaitabl
         await client.close()
 
 
+SESSION_STARTED = time.time()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """List the screenshots the browser tests wrote, so a CI log points at them."""
+    """List the screenshots this run's browser tests wrote, so a CI log points at them."""
     folder = Path(os.environ.get("PAPO_TEST_SCREENSHOTS", "test-artifacts/screenshots"))
-    shots = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    shots = sorted(
+        shot
+        for shot in (folder.glob("*.png") if folder.is_dir() else ())
+        if shot.stat().st_mtime >= SESSION_STARTED
+    )
     if shots:
         terminalreporter.section("screenshots")
         for shot in shots:

@@ -22,7 +22,7 @@ import pytest
 from papo.client import PapoClient, PapoClientError
 from papo.server.config import Settings
 from tests.cluster import Cluster, Node
-from tests.conftest import TEST_JWT_SECRET, Session, register_and_login
+from tests.conftest import TEST_JWT_SECRET, Session, make_role, register_and_login
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -107,6 +107,32 @@ async def test_messages_dms_presence_and_typing_cross_nodes(cluster: Cluster) ->
         assert (await bob.request("presence.user", user=cat.user_id))["online"] is True
     finally:
         for client in (ana, bob, cat):
+            await client.close()
+
+
+async def test_a_dashboard_on_one_node_sees_every_node(
+    cluster: Cluster, base_settings: Settings
+) -> None:
+    boss_user, *others = await _users(cluster.nodes[0], 3, "watch")
+    await make_role(base_settings, boss_user.user_id, "admin")
+    boss = await _client(cluster.nodes[0], boss_user)
+    visitors = [
+        await _client(node, user) for node, user in zip(cluster.nodes[1:], others, strict=True)
+    ]
+    try:
+        reply = await boss.request("dashboard.subscribe")
+        assert set(reply["nodes"]) == {"node-0", "node-1", "node-2"}
+        latest: dict[str, dict[str, Any]] = {}
+        while len(latest) < 3:
+            stats = await _next_of(boss, "dashboard.stats", 10)
+            latest[stats["node"]] = stats
+        assert {node: stats["connections"] for node, stats in latest.items()} == {
+            "node-0": 1,
+            "node-1": 1,
+            "node-2": 1,
+        }
+    finally:
+        for client in (boss, *visitors):
             await client.close()
 
 
