@@ -66,6 +66,7 @@ class Row:
 ROWS = [
     Row("ceiling (websockets broadcast)", "bench"),
     Row("papo (memory broker, auth, durable history)", "papo", "/ws"),
+    Row("papo (Redis broker, auth, durable history)", "papo", "/ws"),
     Row("papo (memory broker, auth, in-memory history)", "papo", "/ws"),
     Row("python-socketio (uvicorn)", "sio"),
     Row("Django Channels (uvicorn)", "bench"),
@@ -101,10 +102,12 @@ class Bench:
         self.sizes = sizes
         self.data_dir = data_dir
         self.papo_env: dict[str, str] = {}
+        self.redis_url = ""
 
     def start_services(self) -> EmbeddedServices:
-        engines = EmbeddedServices(self.data_dir, ["database", "mongo"], durable=True)
+        engines = EmbeddedServices(self.data_dir, ["database", "mongo", "redis"], durable=True)
         urls = engines.start()
+        self.redis_url = urls["redis"]
         self.papo_env = {
             "PAPO_DATABASE_URL": urls["database"],
             "PAPO_MONGO_URL": urls["mongo"],
@@ -144,6 +147,11 @@ class Bench:
         env = {**os.environ, "PAPO_PORT": str(port), **self.papo_env}
         if "in-memory history" in row.name:
             env.pop("PAPO_MONGO_URL")  # isolates papo's own hot path from the history store
+        if "Redis broker" in row.name:
+            env.update(PAPO_BROKER="redis", PAPO_REDIS_URL=self.redis_url)
+        else:
+            env.update(PAPO_BROKER="memory")
+            env.pop("PAPO_REDIS_URL", None)
         process = subprocess.Popen(
             ["taskset", "-c", SERVER_CORE, *self.command(row, port)],
             cwd=ROOT,
