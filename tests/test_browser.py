@@ -19,6 +19,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from papo.client import PapoClient
 from papo.server.config import Settings
 from papo.server.runner import RunningServer
 from tests.conftest import make_role, register_and_login, serving
@@ -262,3 +263,38 @@ async def _send_in_new_room(page: Page) -> None:
     await page.click("#create-room button[type=submit]")
     await expect(page.locator("#room-title")).to_have_text("busy")
     await _send(page, "counted")
+
+
+async def test_scrolling_back_through_history_and_leaving_a_room(
+    web: RunningServer, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    # A bot has already filled a public room with 60 messages.
+    async with httpx.AsyncClient(base_url=web.url, timeout=10) as http:
+        bot = await register_and_login(http, prefix="filler")
+    client = await PapoClient.connect(web.url.replace("http", "ws") + "/ws", bot.access_token)
+    try:
+        room = (await client.request("room.create", name="archive"))["id"]
+        await client.request("room.join", room=room)
+        for index in range(60):
+            await client.send_message(room, f"line {index:02d}")
+    finally:
+        await client.close()
+
+    reader = await _page(browser, contexts)
+    await _sign_up(reader, web, "Rita")
+    await reader.click("#browse summary")
+    await reader.click("#public-rooms button:has-text('archive')")
+    await expect(reader.locator("#room-title")).to_have_text("archive")
+
+    # Opening it shows the newest 50; scrolling back loads the rest, in order.
+    await expect(reader.locator("#message-list li.message")).to_have_count(50)
+    assert (await _message_texts(reader))[0] == "line 10"
+    await reader.click("#older")
+    await expect(reader.locator("#message-list li.message")).to_have_count(60)
+    assert await _message_texts(reader) == [f"line {index:02d}" for index in range(60)]
+    await expect(reader.locator("#older")).to_be_hidden()
+
+    # Leaving takes the room off the list.
+    await reader.click("#leave-room")
+    await expect(reader.locator("#rooms button", has_text="archive")).to_have_count(0)
+    await expect(reader.locator("#room-title")).to_have_text("Pick a room")
