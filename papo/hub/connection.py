@@ -1,9 +1,12 @@
 """One client connection: its lifecycle, its identity and its bounded outbox.
 
-Fan-out never awaits a client: ``push`` appends already-encoded text to a bounded
-outbox and returns; one writer task per connection drains it. A client whose outbox
-overflows is a slow consumer: it is closed with 4008 and resumes after reconnecting,
-while the room goes on at full speed.
+Fan-out never awaits a client. ``push`` first offers already-encoded text to the
+transport's synchronous ``try_write`` (the socket takes it now: no task switch, no
+queue); when the transport cannot take it (its buffer is full, or it has no fast path)
+the text goes to a bounded outbox that one writer task per connection drains, and
+everything after it queues behind it so order is kept. A client whose outbox overflows
+is a slow consumer: it is closed with 4008 and resumes after reconnecting, while the
+room goes on at full speed.
 """
 
 from __future__ import annotations
@@ -49,8 +52,12 @@ class TransportClosed(Exception):
 class Transport(Protocol):
     """What the hub needs from a WebSocket: send text, close with a code.
 
-    Both raise ``TransportClosed`` once the peer has gone away.
+    ``send_text`` and ``close`` raise ``TransportClosed`` once the peer has gone away.
+    ``try_write`` writes at once without waiting and says whether it did; a transport
+    without a fast path always answers False.
     """
+
+    def try_write(self, text: str) -> bool: ...
 
     async def send_text(self, text: str) -> None: ...
 
@@ -93,6 +100,7 @@ class Connection:
         self._wakeup = asyncio.Event()
         self._on_slow = on_slow
         self._writer: asyncio.Task[None] | None = None
+        self._sending = False  # the writer task holds a frame it has not written yet
         self.close_code: int | None = None
         # Called once when papo starts closing this connection (the transport's owner
         # uses it to stop reading after a grace period).
@@ -116,6 +124,8 @@ class Connection:
         """Queue ``text`` without waiting; False (and a slow-consumer close) on overflow."""
         if self.state is not State.OPEN:
             return False
+        if not self._outbox and not self._sending and self.transport.try_write(text):
+            return True
         if len(self._outbox) >= self._max_outbox:
             self._outbox.clear()
             self._on_slow(self)
@@ -140,7 +150,9 @@ class Connection:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 while self._outbox:
+                    self._sending = True
                     await self.transport.send_text(self._outbox.popleft())
+                    self._sending = False
                 if self.state is State.CLOSING:
                     code = CloseCode(self.close_code or CloseCode.NORMAL)
                     await self.transport.close(code, CLOSE_INFO[code].reason)

@@ -4,7 +4,10 @@ Documents: ``messages`` {room, seq, ts, sender_id, sender_name, text, client_id,
 deleted} with unique indexes on (room, seq) and (room, sender_id, client_id). A batch
 takes the numbers after the room's highest sequence and is written with one ordered
 insert, with journaled write concern, before anyone is acknowledged; the (room, seq)
-index settles races between nodes (see ``_insert``).
+index settles races between nodes and the (room, sender, client id) index turns a
+retried send into a duplicate (see ``_insert``). In the common case a batch costs one
+round trip: the node remembers the last number it wrote per room and only reads the
+highest stored one again after losing a race.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from papo.hub.history import Draft, Stored
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 MAX_SEQUENCE_RACES = 50
+MAX_REMEMBERED_ROOMS = 100_000
 
 
 def _stored(doc: Document, *, duplicate: bool = False) -> Stored:
@@ -46,6 +50,8 @@ class MongoHistory:
         durable = WriteConcern(w=1, j=True)
         db = client.get_database(database, write_concern=durable)
         self._messages: AsyncCollection[Document] = db["messages"]
+        # room -> the last sequence this node stored there (a guess other nodes may beat)
+        self._last_written: dict[str, int] = {}
 
     async def prepare(self) -> None:
         await self._messages.create_index(
@@ -58,7 +64,7 @@ class MongoHistory:
         )
 
     async def append(self, room: str, drafts: Sequence[Draft]) -> list[Stored]:
-        earlier = await self._earlier(room, drafts)
+        earlier: dict[tuple[str, str], Document] = {}
         fresh: list[Draft] = []
         seen: set[tuple[str, str]] = set()
         for draft in drafts:
@@ -78,14 +84,6 @@ class MongoHistory:
                 results.append(_stored(earlier.get(key) or new_docs[key], duplicate=True))
         return results
 
-    async def _earlier(self, room: str, drafts: Sequence[Draft]) -> dict[tuple[str, str], Document]:
-        client_ids = sorted({d.client_id for d in drafts})
-        found: dict[tuple[str, str], Document] = {}
-        if client_ids:
-            async for doc in self._messages.find({"room": room, "client_id": {"$in": client_ids}}):
-                found[(doc["sender_id"], doc["client_id"])] = doc
-        return found
-
     async def _insert(
         self, room: str, pending: list[Draft], earlier: dict[tuple[str, str], Document]
     ) -> dict[tuple[str, str], Document]:
@@ -94,14 +92,17 @@ class MongoHistory:
         The unique (room, seq) index is the arbiter between nodes: a node that lost the
         race for a number re-reads the highest one and numbers the rest again. A number
         is therefore only ever taken by a stored message, and sequences stay gapless even
-        when a node dies mid-write. A draft that another node stored meanwhile (a retry
-        racing its original) becomes a duplicate instead.
+        when a node dies mid-write. A draft whose client id is already stored (a retry,
+        on this node or another) is refused by the other unique index and becomes a
+        duplicate of the stored message instead.
         """
         stored: dict[tuple[str, str], Document] = {}
         for _ in range(MAX_SEQUENCE_RACES):
             if not pending:
                 return stored
-            last = await self._last_seq(room)
+            last = self._last_written.get(room)
+            if last is None:
+                last = await self._last_seq(room)
             now = time.time()
             docs: list[Document] = [
                 {
@@ -121,6 +122,7 @@ class MongoHistory:
                 inserted = int(exc.details.get("nInserted", 0))
                 errors = exc.details.get("writeErrors") or [{}]
                 if errors[0].get("code") != DUPLICATE_KEY:
+                    self._last_written.pop(room, None)
                     raise
                 for doc in docs[:inserted]:
                     stored[(doc["sender_id"], doc["client_id"])] = doc
@@ -128,16 +130,27 @@ class MongoHistory:
                 existing = await self._messages.find_one(
                     {"room": room, "sender_id": loser.sender_id, "client_id": loser.client_id}
                 )
-                if existing is not None:
+                if existing is not None:  # a retry: its number is still free
                     earlier[(loser.sender_id, loser.client_id)] = existing
                     pending = pending[inserted + 1 :]
-                else:
+                    self._last_written[room] = last + inserted
+                else:  # another node took the number: read the highest again
                     pending = pending[inserted:]
+                    self._last_written.pop(room, None)
                 continue
+            except BaseException:
+                self._last_written.pop(room, None)  # the write may or may not have landed
+                raise
             for doc in docs:
                 stored[(doc["sender_id"], doc["client_id"])] = doc
+            self._remember(room, docs[-1]["seq"])
             return stored
         raise RuntimeError(f"room {room}: lost the sequence race {MAX_SEQUENCE_RACES} times")
+
+    def _remember(self, room: str, seq: int) -> None:
+        if len(self._last_written) >= MAX_REMEMBERED_ROOMS and room not in self._last_written:
+            self._last_written.clear()
+        self._last_written[room] = seq
 
     async def _last_seq(self, room: str) -> int:
         doc = await self._messages.find_one(

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from papo.hub.connection import Connection, TransportClosed
+from papo.hub.connection import Connection
 from papo.hub.session import Session
 from papo.protocol import frames as f
 from papo.protocol.close_codes import CLOSE_INFO, CloseCode
@@ -19,30 +19,11 @@ from papo.server.logs import context_id
 from papo.server.middleware import new_id
 from papo.server.realtime import principal_of
 from papo.server.state import AppState, app_state
+from papo.server.transport import StarletteTransport
 
 log = logging.getLogger("papo.ws")
 _encoder = msgspec.json.Encoder()
 CLOSE_GRACE_SECONDS = 5.0
-
-
-class StarletteTransport:
-    def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
-        # The ASGI send callable itself: once the socket is accepted, each fan-out frame
-        # skips Starlette's per-message state checks (measured: see docs/benchmarks.md).
-        self._send = websocket._send
-
-    async def send_text(self, text: str) -> None:
-        try:
-            await self._send({"type": "websocket.send", "text": text})
-        except (OSError, RuntimeError) as exc:  # uvicorn's ClientDisconnected is an OSError
-            raise TransportClosed from exc
-
-    async def close(self, code: int, reason: str) -> None:
-        try:
-            await self._websocket.close(code, reason)
-        except (WebSocketDisconnect, RuntimeError) as exc:
-            raise TransportClosed from exc
 
 
 async def _refuse(websocket: WebSocket, code: CloseCode, error: PapoError, request_id: Any) -> None:
