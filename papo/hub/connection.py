@@ -74,6 +74,26 @@ class Principal:
 
 
 class Connection:
+    __slots__ = (
+        "_max_outbox",
+        "_on_slow",
+        "_outbox",
+        "_sending",
+        "_writer",
+        "catching_up",
+        "close_code",
+        "feeds",
+        "id",
+        "on_closing",
+        "on_reauthenticated",
+        "principal",
+        "replayed_upto",
+        "rooms",
+        "state",
+        "transport",
+        "typing_in",
+    )
+
     def __init__(
         self,
         connection_id: str,
@@ -97,8 +117,9 @@ class Connection:
         self.replayed_upto: dict[str, int] = {}
         self._outbox: deque[str] = deque()
         self._max_outbox = max_outbox
-        self._wakeup = asyncio.Event()
         self._on_slow = on_slow
+        # Started only when a frame has to wait (most never need one): an idle
+        # connection costs no task.
         self._writer: asyncio.Task[None] | None = None
         self._sending = False  # the writer task holds a frame it has not written yet
         self.close_code: int | None = None
@@ -117,8 +138,9 @@ class Connection:
             raise IllegalTransition(f"connection {self.id}: {self.state.value} -> {new.value}")
         self.state = new
 
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"papo-writer-{self.id}")
+    def _ensure_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name=f"papo-writer-{self.id}")
 
     def push(self, text: str) -> bool:
         """Queue ``text`` without waiting; False (and a slow-consumer close) on overflow."""
@@ -132,7 +154,7 @@ class Connection:
             self.close_soon(CloseCode.SLOW_CONSUMER)
             return False
         self._outbox.append(text)
-        self._wakeup.set()
+        self._ensure_writer()
         return True
 
     def close_soon(self, code: CloseCode) -> None:
@@ -141,24 +163,24 @@ class Connection:
             return
         self.transition(State.CLOSING)
         self.close_code = code
-        self._wakeup.set()
+        self._ensure_writer()
         self.on_closing()
 
     async def _write_loop(self) -> None:
+        """Drain the outbox in order, send the close frame if closing, then end."""
         try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._outbox:
-                    self._sending = True
-                    await self.transport.send_text(self._outbox.popleft())
-                    self._sending = False
-                if self.state is State.CLOSING:
-                    code = CloseCode(self.close_code or CloseCode.NORMAL)
-                    await self.transport.close(code, CLOSE_INFO[code].reason)
-                    return
+            while self._outbox:
+                self._sending = True
+                await self.transport.send_text(self._outbox.popleft())
+                self._sending = False
+            if self.state is State.CLOSING:
+                code = CloseCode(self.close_code or CloseCode.NORMAL)
+                await self.transport.close(code, CLOSE_INFO[code].reason)
         except (TransportClosed, OSError) as exc:
-            # The peer went away mid-send; the reader side notices and cleans up.
+            # The peer went away mid-send: nothing more can reach it. The reader side
+            # notices and cleans up.
+            self.state = State.CLOSED
+            self._outbox.clear()
             log.debug("writer stopped", extra={"connection": self.id, "error": str(exc)})
 
     async def wait_closed(self, seconds: float) -> bool:

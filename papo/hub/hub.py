@@ -136,7 +136,6 @@ class Hub:
             on_slow=self._slow_consumer,
         )
         self.connections[connection.id] = connection
-        connection.start()
         await self.presence.connect(principal.user.id, connection.id)
         await self.fanout.listen(user_channel(principal.user.id), connection)
         self.metrics.connections.inc()
