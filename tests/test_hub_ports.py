@@ -22,6 +22,7 @@ from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.presence_memory import MemoryPresence
 from papo.hub.rooms import Room, RoomStore
+from papo.hub.rooms_cache import CachedRoomStore
 from papo.hub.rooms_memory import MemoryRoomStore
 from papo.persistence.broker_redis import RedisBroker
 from papo.persistence.history_mongo import MongoHistory
@@ -101,7 +102,7 @@ async def test_history_concurrent_batches_stay_gapless(history: History) -> None
     assert seqs == list(range(1, 101))
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", "postgres", "postgres-cached"])
 async def rooms(
     request: pytest.FixtureRequest, base_settings: Settings
 ) -> AsyncIterator[RoomStore]:
@@ -110,7 +111,8 @@ async def rooms(
         return
     assert base_settings.urls.database
     pool = await asyncpg.create_pool(base_settings.urls.database, min_size=0, max_size=4)
-    yield PostgresRoomStore(pool)
+    store = PostgresRoomStore(pool)
+    yield CachedRoomStore(store) if request.param == "postgres-cached" else store
     await pool.close()
 
 
@@ -139,6 +141,29 @@ async def test_rooms_membership_reports_changes_once(rooms: RoomStore) -> None:
     assert await rooms.remove_member(room.id, "bia") is True
     assert await rooms.remove_member(room.id, "bia") is False
     assert await rooms.get("r_missing") is None
+
+
+async def test_cached_rooms_forget_a_leave_at_once_and_another_nodes_leave_in_time(
+    base_settings: Settings,
+) -> None:
+    assert base_settings.urls.database
+    pool = await asyncpg.create_pool(base_settings.urls.database, min_size=0, max_size=4)
+    try:
+        shared = PostgresRoomStore(pool)
+        here, there = (CachedRoomStore(shared, member_seconds=0.3) for _ in range(2))
+        ana = UserRef(id="ana", name="Ana")
+        room = await here.create(_room(), [ana])
+        assert await here.is_member(room.id, "ana")
+        assert await there.is_member(room.id, "ana")
+        assert await here.remove_member(room.id, "ana") is True
+        assert not await here.is_member(room.id, "ana"), "a leave here counts at once"
+        assert await there.is_member(room.id, "ana"), "another node remembers for a while"
+        await asyncio.sleep(0.35)
+        assert not await there.is_member(room.id, "ana"), "...and no longer than that"
+        assert await there.add_member(room.id, ana) is True
+        assert await here.is_member(room.id, "ana"), "a 'no' is never remembered"
+    finally:
+        await pool.close()
 
 
 async def test_rooms_list_and_read_markers(rooms: RoomStore) -> None:

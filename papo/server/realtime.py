@@ -27,6 +27,7 @@ from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.presence_memory import MemoryPresence
 from papo.hub.rooms import RoomStore
+from papo.hub.rooms_cache import CachedRoomStore
 from papo.hub.rooms_memory import MemoryRoomStore
 from papo.persistence.broker_redis import RedisBroker
 from papo.persistence.history_mongo import MongoHistory
@@ -100,7 +101,9 @@ def build_realtime(
         else MemoryHistory()
     )
     rooms: RoomStore = (
-        PostgresRoomStore(resources.pool) if resources.pool is not None else MemoryRoomStore()
+        CachedRoomStore(PostgresRoomStore(resources.pool))
+        if resources.pool is not None
+        else MemoryRoomStore()
     )
     hub = Hub(
         broker=broker,

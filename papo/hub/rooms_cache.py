@@ -1,0 +1,90 @@
+"""A ``RoomStore`` that remembers what every frame asks: does this room exist, is this
+person a member.
+
+Every client frame about a room checks both; against PostgreSQL that was two queries
+per ``message.send``. Rooms never change once created (the protocol has no rename or
+delete), so a room found is remembered for good. Membership is remembered for
+``member_seconds``: a leave or removal through this node forgets it at once; one made
+through another node takes effect here within that time. Negative answers are never
+remembered, so a room created or a member added elsewhere is seen at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from papo.hub.rooms import Room, RoomStore
+from papo.protocol.frames import UserRef
+
+MAX_ENTRIES = 100_000
+
+
+class CachedRoomStore:
+    def __init__(self, store: RoomStore, *, member_seconds: float = 5.0) -> None:
+        self._store = store
+        self._member_seconds = member_seconds
+        self._rooms: dict[str, Room] = {}
+        self._members: dict[tuple[str, str], float] = {}  # -> remembered until
+
+    async def create(self, room: Room, members: Sequence[UserRef]) -> Room:
+        created = await self._store.create(room, members)
+        self._remember_room(created)
+        return created
+
+    async def get(self, room_id: str) -> Room | None:
+        room = self._rooms.get(room_id)
+        if room is None:
+            room = await self._store.get(room_id)
+            if room is not None:
+                self._remember_room(room)
+        return room
+
+    async def is_member(self, room_id: str, user_id: str) -> bool:
+        key = (room_id, user_id)
+        until = self._members.get(key)
+        if until is not None and until > time.monotonic():
+            return True
+        member = await self._store.is_member(room_id, user_id)
+        if member:
+            self._remember_member(key)
+        else:
+            self._members.pop(key, None)
+        return member
+
+    async def add_member(self, room_id: str, user: UserRef) -> bool:
+        added = await self._store.add_member(room_id, user)
+        self._remember_member((room_id, user.id))
+        return added
+
+    async def remove_member(self, room_id: str, user_id: str) -> bool:
+        self._members.pop((room_id, user_id), None)
+        return await self._store.remove_member(room_id, user_id)
+
+    async def members(self, room_id: str) -> list[UserRef]:
+        return await self._store.members(room_id)
+
+    async def rooms_of(self, user_id: str, limit: int, after: str | None) -> list[Room]:
+        return await self._store.rooms_of(user_id, limit, after)
+
+    async def public_rooms(self, limit: int, after: str | None) -> list[Room]:
+        return await self._store.public_rooms(limit, after)
+
+    async def set_read(self, room_id: str, user_id: str, seq: int) -> None:
+        await self._store.set_read(room_id, user_id, seq)
+
+    async def read_markers(self, user_id: str, room_ids: Sequence[str]) -> dict[str, int]:
+        return await self._store.read_markers(user_id, room_ids)
+
+    async def member_counts(self, room_ids: Sequence[str]) -> dict[str, int]:
+        return await self._store.member_counts(room_ids)
+
+    def _remember_room(self, room: Room) -> None:
+        if len(self._rooms) >= MAX_ENTRIES:
+            self._rooms.clear()
+        self._rooms[room.id] = room
+
+    def _remember_member(self, key: tuple[str, str]) -> None:
+        if len(self._members) >= MAX_ENTRIES:
+            self._members.clear()
+        self._members[key] = time.monotonic() + self._member_seconds
