@@ -6,10 +6,16 @@ that publishes it; the broker carries it as ``<header>\n<json>``, where the head
 a room message is ``<seq> <room>`` (empty for other events), so receiving nodes order
 and de-duplicate messages without decoding the JSON, and queue the same string to
 every listener, never awaiting any of them.
+
+With a broker shared by several nodes, the publishing node hands an event to its own
+listeners at once and the broker carries it to the others, prefixed with the node's
+8-byte origin tag; the copy the broker brings back to its publisher is recognised by
+that tag and skipped. Local recipients so never wait for the round trip through Redis.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import msgspec
@@ -22,6 +28,7 @@ from papo.hub.sequencer import Sequencer
 from papo.protocol.frames import Event, MessageEvent, UserRef
 
 encoder = msgspec.json.Encoder()
+ORIGIN_BYTES = 8  # the publishing node's tag in front of payloads on a shared broker
 
 
 def room_channel(room_id: str) -> str:
@@ -79,6 +86,10 @@ class Fanout:
         self.broker = broker
         self.metrics = metrics
         self._listeners: dict[str, set[Connection]] = {}
+        # A broker other nodes share (not ordered) echoes our publishes back: deliver
+        # here first and recognise the echo by this node's tag.
+        self._local_first = not broker.ordered
+        self._origin = os.urandom(ORIGIN_BYTES // 2).hex().encode()
         self.sequencer = Sequencer(
             history,
             self._emit,
@@ -114,10 +125,23 @@ class Fanout:
         return len(self._listeners.get(channel, ()))
 
     async def publish(self, channel: str, event: Event) -> None:
-        await self.broker.publish(channel, pack(event))
+        payload = pack(event)
+        if not self._local_first:
+            await self.broker.publish(channel, payload)
+            return
+        self._route(channel, payload)
+        await self.broker.publish(channel, self._origin + payload)
 
     def deliver(self, channel: str, payload: bytes) -> None:
-        """The broker's callback: room messages through the sequencer, the rest straight on."""
+        """The broker's callback; with a shared broker, skips this node's own echoes."""
+        if self._local_first:
+            if payload.startswith(self._origin):
+                return
+            payload = payload[ORIGIN_BYTES:]
+        self._route(channel, payload)
+
+    def _route(self, channel: str, payload: bytes) -> None:
+        """Room messages through the sequencer, the rest straight on."""
         head, _, body = payload.partition(b"\n")
         if head:
             seq, _, room = head.partition(b" ")
