@@ -21,6 +21,23 @@ from papo.server.embedded.engines import redis_binary
 from papo.server.embedded.process import ManagedProcess, free_port, wait_for_port
 
 
+def throwaway_redis_argv(port: int, directory: Path) -> list[str]:
+    """A redis-server on loopback that keeps nothing on disk (tests stop and restart it)."""
+    return [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+
+
 @dataclass
 class Node:
     name: str
@@ -57,19 +74,7 @@ class Cluster:
     def start_redis(self) -> None:
         if not self.redis_port:
             self.redis_port = free_port()
-        argv = [
-            redis_binary(),
-            "--port",
-            str(self.redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.work_dir),
-        ]
+        argv = throwaway_redis_argv(self.redis_port, self.work_dir)
         self.redis = ManagedProcess("redis", argv, log_path=self.work_dir / "redis.log")
         wait_for_port(self.redis, self.redis_port)
 

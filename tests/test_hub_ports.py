@@ -31,8 +31,8 @@ from papo.persistence.redis import connect_redis
 from papo.persistence.rooms_postgres import PostgresRoomStore
 from papo.protocol.frames import UserRef
 from papo.server.config import Settings
-from papo.server.embedded.engines import redis_binary
 from papo.server.embedded.process import ManagedProcess, free_port, wait_for_port
+from tests.cluster import throwaway_redis_argv
 
 
 @pytest.fixture(params=["memory", "mongo"])
@@ -396,19 +396,7 @@ async def test_redis_broker_survives_a_redis_restart(tmp_path: Path) -> None:
     it is down (so nothing is acknowledged), the subscriber comes back by itself,
     re-subscribes and reports it so the hub can fill the gap from history."""
     port = free_port()
-    argv = [
-        redis_binary(),
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-    ]
+    argv = throwaway_redis_argv(port, tmp_path)
     metrics = HubMetrics(CollectorRegistry())
     process = ManagedProcess("redis", argv, log_path=tmp_path / "redis.log")
     wait_for_port(process, port)

@@ -1,7 +1,7 @@
 // The chat page. Everything users wrote is put on the page with textContent, never as
 // HTML, so a message can only ever be text.
 import { Auth, Socket, describeError } from "./papo.js";
-import { el, show, hide, toast } from "./ui.js";
+import { el, show, hide, toast, wireSignIn } from "./ui.js";
 
 const TYPING_SEND_EVERY_MS = 2000;
 const TYPING_IDLE_MS = 3000;
@@ -441,23 +441,11 @@ function setMode(register) {
   $("auth-error").textContent = "";
 }
 
-async function submitAuth(event) {
-  event.preventDefault();
-  const form = event.target;
+async function signIn(form) {
   const email = form.elements.email.value.trim();
   const password = form.elements.password.value;
-  $("auth-error").textContent = "";
-  $("auth-submit").disabled = true;
-  try {
-    if (registering) await auth.register(email, password, form.elements.display_name.value.trim() || email.split("@")[0]);
-    else await auth.login(email, password);
-    form.reset();
-    await enter();
-  } catch (error) {
-    $("auth-error").textContent = describeError(error);
-  } finally {
-    $("auth-submit").disabled = false;
-  }
+  if (!registering) return auth.login(email, password);
+  return auth.register(email, password, form.elements.display_name.value.trim() || email.split("@")[0]);
 }
 
 async function enter() {
@@ -483,7 +471,7 @@ function signOut(reason) {
 function wire() {
   $("tab-login").addEventListener("click", () => setMode(false));
   $("tab-register").addEventListener("click", () => setMode(true));
-  $("auth-form").addEventListener("submit", submitAuth);
+  wireSignIn($("auth-form"), $("auth-submit"), $("auth-error"), signIn, enter);
   $("sign-out").addEventListener("click", async () => {
     signOut("");
     await auth.logout();

@@ -3,7 +3,7 @@
 // `registerPanel`; figures in a stats event's `panels` without a registered renderer
 // get a card and a chart each.
 import { Auth, Socket, describeError } from "./papo.js";
-import { el, show, hide, toast } from "./ui.js";
+import { el, show, hide, toast, wireSignIn } from "./ui.js";
 
 const HISTORY_POINTS = 120;
 const STALE_INTERVALS = 3; // a node silent for this many intervals has left
@@ -167,20 +167,13 @@ function signOut(reason) {
   $("auth-error").textContent = reason || "";
 }
 
-$("auth-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const form = event.target;
-  $("auth-submit").disabled = true;
-  try {
-    await auth.login(form.elements.email.value.trim(), form.elements.password.value);
-    form.reset();
-    await enter();
-  } catch (error) {
-    $("auth-error").textContent = describeError(error);
-  } finally {
-    $("auth-submit").disabled = false;
-  }
-});
+wireSignIn(
+  $("auth-form"),
+  $("auth-submit"),
+  $("auth-error"),
+  (form) => auth.login(form.elements.email.value.trim(), form.elements.password.value),
+  enter,
+);
 $("sign-out").addEventListener("click", async () => {
   signOut("");
   await auth.logout();

@@ -1,5 +1,6 @@
 // Small DOM helpers shared by the chat page and the dashboard. `el` only ever sets
 // text with textContent (strings become text nodes), so nothing becomes HTML.
+import { describeError } from "./papo.js";
 
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -23,4 +24,23 @@ export function toast(node, text) {
   node.hidden = false;
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => (node.hidden = true), 6000);
+}
+
+// A sign-in form: `signIn(form)` makes the REST calls, then `enter()` opens the page.
+// The button is disabled meanwhile; a failure is shown in words and the form is kept.
+export function wireSignIn(form, button, errorNode, signIn, enter) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    errorNode.textContent = "";
+    button.disabled = true;
+    try {
+      await signIn(form);
+      form.reset();
+      await enter();
+    } catch (error) {
+      errorNode.textContent = describeError(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
 }
