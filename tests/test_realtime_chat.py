@@ -185,6 +185,32 @@ async def test_leave_ends_membership_and_presence(
     assert gone.value.code == "not_a_member"
 
 
+async def test_leaving_on_one_device_stops_the_room_on_every_device(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    alice, bob = (
+        await register_and_login(http, prefix="alice"),
+        await register_and_login(http, prefix="bob"),
+    )
+    room, (a, bob_phone) = await _room_with(connect, alice, bob)
+    bob_laptop = await connect(bob)
+    await bob_laptop.request("room.join", room=room)
+    await bob_phone.request("room.leave", room=room)
+    for device in (bob_phone, bob_laptop):
+        assert (await _events_until(device, "room.left"))["room"] == room
+    bob_laptop.pending_events()
+    # Bob is gone from the room everywhere: its messages no longer reach the laptop, and
+    # the laptop can no longer send there.
+    await a.send_message(room, "bob has gone")
+    await _events_until(a, "message", room=room, text="bob has gone")
+    assert not [e for e in bob_laptop.pending_events() if e["type"] == "message"]
+    with pytest.raises(PapoClientError) as gone:
+        await bob_laptop.request("message.send", room=room, text="hello?", client_id="late")
+    assert gone.value.code == "not_a_member"
+    online = await a.request("presence", room=room)
+    assert bob.user_id not in {user["id"] for user in online["online"]}
+
+
 async def test_a_dm_reaches_every_device_of_both_users(
     http: httpx.AsyncClient, connect: Connect
 ) -> None:

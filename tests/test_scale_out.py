@@ -110,6 +110,31 @@ async def test_messages_dms_presence_and_typing_cross_nodes(cluster: Cluster) ->
             await client.close()
 
 
+async def test_a_leave_on_one_node_stops_the_room_on_the_users_other_nodes(
+    cluster: Cluster,
+) -> None:
+    ana_user, bob_user = await _users(cluster.nodes[0], 2, "leaver")
+    ana = await _client(cluster.nodes[0], ana_user)
+    bob_phone = await _client(cluster.nodes[1], bob_user)
+    bob_laptop = await _client(cluster.nodes[2], bob_user)
+    try:
+        room = (await ana.request("room.create", name="leaving"))["id"]
+        for client in (ana, bob_phone, bob_laptop):
+            await client.request("room.join", room=room)
+        await bob_phone.request("room.leave", room=room)
+        assert (await _next_of(bob_laptop, "room.left"))["room"] == room
+        await ana.send_message(room, "after bob left")
+        assert (await _next_of(ana, "message"))["text"] == "after bob left"
+        await asyncio.sleep(0.3)
+        assert not [e for e in bob_laptop.pending_events() if e["type"] == "message"]
+        with pytest.raises(PapoClientError) as gone:
+            await bob_laptop.request("message.send", room=room, text="hi?", client_id="x")
+        assert gone.value.code == "not_a_member"
+    finally:
+        for client in (ana, bob_phone, bob_laptop):
+            await client.close()
+
+
 async def test_a_dashboard_on_one_node_sees_every_node(
     cluster: Cluster, base_settings: Settings
 ) -> None:

@@ -8,6 +8,7 @@ events (join) return ``AfterReply``: the session sends the reply, then runs ``th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from papo.hub.broker import BrokerError
 from papo.hub.connection import Connection
 from papo.hub.directory import Directory
 from papo.hub.fanout import encode_event, message_event, replay_allows, room_channel, user_channel
@@ -156,6 +158,10 @@ class Chat:
             raise PapoError(ErrorCode.CONFLICT, "direct conversations cannot be left", field="room")
         await self.hub.unsubscribe(connection, room.id)
         await self.hub.rooms.remove_member(room.id, connection.user_id)
+        # The leave is stored either way; if the notice cannot go out, other nodes'
+        # membership caches still expire within seconds.
+        with contextlib.suppress(BrokerError):
+            await self.hub.left(connection.user_id, room.id)
         return {"room": room.id, "left": True}
 
     async def invite(self, connection: Connection, frame: f.RoomInvite) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -25,7 +26,7 @@ from papo.hub.connection import Connection
 from papo.hub.history import History, Stored
 from papo.hub.metrics import HubMetrics
 from papo.hub.sequencer import Sequencer
-from papo.protocol.frames import Event, MessageEvent, UserRef
+from papo.protocol.frames import Event, MessageEvent, RoomLeft, UserRef
 
 encoder = msgspec.json.Encoder()
 ORIGIN_BYTES = 8  # the publishing node's tag in front of payloads on a shared broker
@@ -57,10 +58,16 @@ def message_event(message: Stored) -> MessageEvent:
 
 
 def pack(event: Event) -> bytes:
-    """The broker payload: a header the receivers can route on, then the JSON event."""
+    """The broker payload: a header the receivers can route on, then the JSON event.
+
+    ``<seq> <room>`` for a room message; ``!left <room>`` when a person left a room
+    (every node unsubscribes that person's connections); empty for everything else.
+    """
     body = encoder.encode(event)
     if isinstance(event, MessageEvent):
         return b"%d %s\n%s" % (event.seq, event.room.encode(), body)
+    if isinstance(event, RoomLeft):
+        return b"!left %s\n%s" % (event.room.encode(), body)
     return b"\n" + body
 
 
@@ -89,6 +96,8 @@ class Fanout:
         # A broker other nodes share (not ordered) echoes our publishes back: deliver
         # here first and recognise the echo by this node's tag.
         self._local_first = not broker.ordered
+        # Told when a person left a room, with their channel: the hub unsubscribes them.
+        self.on_left: Callable[[str, str, list[Connection]], None] = lambda *_: None
         self._origin = os.urandom(ORIGIN_BYTES // 2).hex().encode()
         self.sequencer = Sequencer(
             history,
@@ -117,6 +126,9 @@ class Fanout:
             self.sequencer.forget(channel)
             await self.broker.unsubscribe(channel)
 
+    def _left(self, channel: str, room: str) -> None:
+        self.on_left(channel, room, list(self._listeners.get(channel, ())))
+
     def channel_count(self, prefix: str) -> int:
         """How many channels starting with ``prefix`` this node listens to."""
         return sum(1 for channel in self._listeners if channel.startswith(prefix))
@@ -143,6 +155,9 @@ class Fanout:
     def _route(self, channel: str, payload: bytes) -> None:
         """Room messages through the sequencer, the rest straight on."""
         head, _, body = payload.partition(b"\n")
+        if head.startswith(b"!left "):
+            self._left(channel, head[6:].decode())
+            head = b""
         if head:
             seq, _, room = head.partition(b" ")
             self.sequencer.offer(channel, room.decode(), int(seq), body.decode())

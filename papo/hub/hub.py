@@ -20,9 +20,10 @@ from papo.hub.history import History, Stored
 from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.rooms import RoomStore
+from papo.hub.rooms_cache import CachedRoomStore
 from papo.hub.writer import RoomWriters
 from papo.protocol.close_codes import CloseCode
-from papo.protocol.frames import Event, PresenceChanged, TypingEvent, UserRef
+from papo.protocol.frames import Event, PresenceChanged, RoomLeft, TypingEvent, UserRef
 
 log = logging.getLogger("papo.hub")
 
@@ -76,6 +77,8 @@ class Hub:
         self.metrics = metrics
         self.limits = limits
         self.fanout = Fanout(broker, history, metrics, gap_wait=limits.gap_wait_seconds)
+        self.fanout.on_left = self._left_elsewhere
+        self._background: set[asyncio.Task[None]] = set()
         self.writers = RoomWriters(history, self._publish_messages, metrics)
         self.connections: dict[str, Connection] = {}
         self.dashboard = DashboardFeed(self, node, limits.dashboard_interval)
@@ -103,6 +106,19 @@ class Hub:
             else PresenceChanged(room=room, left=[user])
         )
         await self.fanout.publish(room_channel(room), event)
+
+    async def left(self, user_id: str, room: str) -> None:
+        """``user_id`` left ``room``: every connection of theirs, on every node, stops."""
+        await self.fanout.publish(user_channel(user_id), RoomLeft(room=room))
+
+    def _left_elsewhere(self, channel: str, room: str, listeners: list[Connection]) -> None:
+        if isinstance(self.rooms, CachedRoomStore):
+            self.rooms.forget_member(room, channel.removeprefix("user:"))
+        for connection in listeners:
+            if room in connection.rooms:
+                task = asyncio.create_task(self.unsubscribe(connection, room))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     # --- publishing ---------------------------------------------------------------------
 

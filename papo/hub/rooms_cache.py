@@ -4,8 +4,9 @@ person a member.
 Every client frame about a room checks both; against PostgreSQL that was two queries
 per ``message.send``. Rooms never change once created (the protocol has no rename or
 delete), so a room found is remembered for good. Membership is remembered for
-``member_seconds``: a leave or removal through this node forgets it at once; one made
-through another node takes effect here within that time. Negative answers are never
+``member_seconds``: a leave through this node forgets it at once, and so does the
+``room.left`` notice other nodes publish; a removal the notice missed (a broker outage)
+takes effect here within that time. Negative answers are never
 remembered, so a room created or a member added elsewhere is seen at once.
 """
 
@@ -60,6 +61,10 @@ class CachedRoomStore:
     async def remove_member(self, room_id: str, user_id: str) -> bool:
         self._members.pop((room_id, user_id), None)
         return await self._store.remove_member(room_id, user_id)
+
+    def forget_member(self, room_id: str, user_id: str) -> None:
+        """A leave learned from another node: ask the store next time."""
+        self._members.pop((room_id, user_id), None)
 
     async def members(self, room_id: str) -> list[UserRef]:
         return await self._store.members(room_id)

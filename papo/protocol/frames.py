@@ -259,6 +259,12 @@ class RoomInvited(Event, tag="room.invited"):
     by: UserRef
 
 
+class RoomLeft(Event, tag="room.left"):
+    """You left this room, on this or another device: no more of its events arrive."""
+
+    room: str
+
+
 class ResumeReset(Event, tag="resume.reset"):
     """Too many messages were missed to replay: reload history from ``last_seq``."""
 
@@ -311,6 +317,7 @@ SERVER_EVENTS: tuple[type[Event], ...] = (
     PresenceChanged,
     TypingEvent,
     RoomInvited,
+    RoomLeft,
     ResumeReset,
     TokenExpiring,
     UserEvent,

@@ -124,6 +124,10 @@ function onEvent(event) {
     }
     case "room.invited":
       return loadRooms().catch(showError);
+    case "room.left":
+      rooms.delete(event.room);
+      if (active === event.room) active = null;
+      return renderAll();
     case "resume.reset": {
       const room = rooms.get(event.room);
       if (!room) return;

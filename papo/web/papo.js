@@ -263,6 +263,8 @@ export class Socket {
       this.lastSeq.set(frame.room, frame.seq);
     } else if (frame.type === "resume.reset") {
       this.lastSeq.set(frame.room, frame.last_seq);
+    } else if (frame.type === "room.left") {
+      this.joined.delete(frame.room); // left here or on another device: do not resume it
     } else if (frame.type === "token.expiring") {
       this.auth.refresh().catch(() => null);
     }
