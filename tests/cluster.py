@@ -19,6 +19,7 @@ import httpx
 from papo.server.config import Settings
 from papo.server.embedded.engines import redis_binary
 from papo.server.embedded.process import ManagedProcess, free_port, wait_for_port
+from tests.conftest import FAST_TEST_ENV
 
 
 def throwaway_redis_argv(port: int, directory: Path) -> list[str]:
@@ -97,14 +98,8 @@ class Cluster:
             "PAPO_MONGO_URL": urls.mongo,
             "PAPO_REDIS_URL": self.redis_url,
             "PAPO_BROKER": "redis",
-            "PAPO_LOG_LEVEL": "WARNING",
+            **FAST_TEST_ENV,
             "PAPO_LOG_FORMAT": "text",
-            "PAPO_DRAIN_SECONDS": "1",
-            "PAPO_ARGON2_TIME_COST": "1",
-            "PAPO_ARGON2_MEMORY_KIB": "8192",
-            "PAPO_RATE_LOGIN_IP": "100000/60",
-            "PAPO_RATE_LOGIN_ACCOUNT": "100000/60",
-            "PAPO_RATE_REGISTER_IP": "100000/60",
             "PAPO_WS_FRAMES_PER_SECOND": "1000",
             "PAPO_WS_FRAME_BURST": "1000",
         }

@@ -30,6 +30,18 @@ from papo.server.prepare import prepare_services
 from papo.server.runner import RunningServer, start_in_loop
 
 TEST_JWT_SECRET = secrets.token_urlsafe(48)
+# Settings every test server shares, in-process or a `papo serve` child.
+FAST_TEST_ENV = {
+    "PAPO_LOG_LEVEL": "WARNING",
+    "PAPO_DRAIN_SECONDS": "1",
+    # Cheap hashes keep the suite fast; test_passwords checks real-cost behaviour.
+    "PAPO_ARGON2_TIME_COST": "1",
+    "PAPO_ARGON2_MEMORY_KIB": "8192",
+    # Every test logs in from 127.0.0.1; rate-limit tests use their own limits.
+    "PAPO_RATE_LOGIN_IP": "100000/60",
+    "PAPO_RATE_LOGIN_ACCOUNT": "100000/60",
+    "PAPO_RATE_REGISTER_IP": "100000/60",
+}
 
 
 @pytest.fixture(scope="session")
@@ -61,15 +73,7 @@ async def base_settings(service_urls: dict[str, str]) -> Settings:
         "PAPO_REDIS_URL": service_urls["redis"],
         "PAPO_MONGO_URL": service_urls["mongo"],
         "PAPO_S3_URL": service_urls["s3"],
-        "PAPO_LOG_LEVEL": "WARNING",
-        "PAPO_DRAIN_SECONDS": "1",
-        # Cheap hashes keep the suite fast; test_passwords checks real-cost behaviour.
-        "PAPO_ARGON2_TIME_COST": "1",
-        "PAPO_ARGON2_MEMORY_KIB": "8192",
-        # Every test logs in from 127.0.0.1; rate-limit tests use their own limits.
-        "PAPO_RATE_LOGIN_IP": "100000/60",
-        "PAPO_RATE_LOGIN_ACCOUNT": "100000/60",
-        "PAPO_RATE_REGISTER_IP": "100000/60",
+        **FAST_TEST_ENV,
     }
     settings = Settings.from_env(env)
     await prepare_services(settings)

@@ -44,7 +44,7 @@ async function joinRoom(id, history = 1) {
   const room = roomState(data.room);
   room.joined = true;
   for (const message of data.history) room.messages.set(message.seq, message);
-  room.online = new Map(data.online.map((user) => [user.id, user.name]));
+  room.online = onlineMap(data.online);
   return room;
 }
 
@@ -63,15 +63,24 @@ async function openRoom(id) {
   document.body.classList.remove("show-rooms", "show-people");
   if (!room.joined) await joinRoom(id);
   if (!room.loaded) await loadOlder(room, true);
-  try {
-    const presence = await socket.request("presence", { room: id });
-    room.online = new Map(presence.online.map((user) => [user.id, user.name]));
-  } catch (error) {
-    showError(error);
-  }
+  await refreshPresence(room);
   markRead(room);
   renderAll();
   $("text").focus();
+}
+
+function onlineMap(users) {
+  return new Map(users.map((user) => [user.id, user.name]));
+}
+
+// Who is online now (after opening a room or coming back from a reconnect).
+async function refreshPresence(room) {
+  try {
+    const presence = await socket.request("presence", { room: room.info.id });
+    room.online = onlineMap(presence.online);
+  } catch (error) {
+    showError(error);
+  }
 }
 
 async function loadOlder(room, first = false) {
@@ -185,14 +194,9 @@ function onStatus(status, detail) {
 
 async function onResumed() {
   document.body.dataset.reconnects = String(socket.reconnects);
-  if (active) {
-    const room = rooms.get(active);
-    try {
-      const presence = await socket.request("presence", { room: active });
-      room.online = new Map(presence.online.map((user) => [user.id, user.name]));
-    } catch (error) {
-      showError(error);
-    }
+  const room = rooms.get(active);
+  if (room) {
+    await refreshPresence(room);
     markRead(room);
   }
   renderAll();

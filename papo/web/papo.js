@@ -72,7 +72,6 @@ export class Auth {
     this.access = null;
     this.user = null;
     this.expiresAt = 0;
-    this.refreshes = 0;
     this.onChange = () => {};
     this._timer = null;
     this._refreshing = null;
@@ -112,7 +111,6 @@ export class Auth {
         if (!token) throw new PapoError("refresh_token_invalid", "no session");
         try {
           this._store(await api("/api/auth/refresh", { body: { refresh_token: token } }));
-          this.refreshes += 1;
         } catch (error) {
           if (error.status >= 400 && error.status < 500) this._clear();
           throw error;
