@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import uvloop
 
 from papo.client import PapoClient
 from papo.server.app import create_app
@@ -28,6 +30,12 @@ from papo.server.embedded import EmbeddedServices
 from papo.server.embedded.launcher import SERVICE_NAMES
 from papo.server.prepare import prepare_services
 from papo.server.runner import RunningServer, start_in_loop
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Tests run on uvloop, the loop `papo serve` runs on (its transports differ)."""
+    return {"uvloop": uvloop.new_event_loop}
+
 
 TEST_JWT_SECRET = secrets.token_urlsafe(48)
 # Settings every test server shares, in-process or a `papo serve` child.

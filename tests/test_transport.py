@@ -1,26 +1,40 @@
-"""The fan-out fast path: frames written straight to the socket, intact at every size."""
+"""papo's own WebSocket protocol: handshake rules, framing, flow control, keepalive."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import dataclasses
+import socket
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import msgspec
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from papo.client import PapoClient
+from papo.server.config import Settings
 from papo.server.runner import RunningServer
-from tests.conftest import Session
+from tests.conftest import Session, register_and_login, serving, ws_url
 
 Connect = Callable[..., Awaitable[PapoClient]]
 
 
-async def test_papo_writes_fan_out_frames_straight_to_the_socket(
-    connect: Connect, customer: Session, server: RunningServer
-) -> None:
-    client = await connect(customer)
-    await client.request("ping")
-    hub = server.app.state.papo.realtime.hub
-    (connection,) = hub.connections.values()
-    # Under papo's uvicorn configuration the transport found uvicorn's protocol; if a
-    # uvicorn upgrade hides it, every frame silently takes the slower ASGI path.
-    assert connection.transport._protocol is not None
+@pytest.fixture
+async def roomy_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
+    realtime = dataclasses.replace(
+        base_settings.realtime,
+        frames_per_second=10_000,
+        frame_burst=10_000,
+        outbox_frames=4096,
+        max_message_length=16_000,
+        heartbeat_seconds=0.3,
+    )
+    async with serving(dataclasses.replace(base_settings, realtime=realtime)) as running:
+        yield running
 
 
 async def test_frames_of_every_length_class_arrive_intact(
@@ -41,3 +55,156 @@ async def test_frames_of_every_length_class_arrive_intact(
     assert received == texts
     page = await client.request("history", room=room, limit=200)
     assert [message["text"] for message in page["messages"]] == texts
+
+
+async def _stalled_reader(
+    server: RunningServer, http: httpx.AsyncClient
+) -> tuple[PapoClient, ClientConnection, str]:
+    """A talker and a reader in one room; the reader's socket stops being read."""
+    talker_s, reader_s = [await register_and_login(http, prefix=p) for p in "tr"]
+    url = ws_url(server)
+    talker = await PapoClient.connect(url, talker_s.access_token)
+    room = (await talker.request("room.create", name="stall"))["id"]
+    await talker.request("room.join", room=room)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    reader = await connect(
+        url,
+        sock=sock,
+        max_size=None,
+        max_queue=1,  # stop reading the socket while frames wait here
+        additional_headers={"Authorization": f"Bearer {reader_s.access_token}"},
+    )
+    await reader.recv()
+    await reader.send(msgspec.json.encode({"type": "room.join", "id": 1, "room": room}).decode())
+    while msgspec.json.decode(await reader.recv()).get("id") != 1:
+        pass
+    # ~6 MB in batches the server publishes together: more than the kernel buffers hold,
+    # so later frames wait in papo's outbox behind the ones already written.
+    for batch in range(0, STALL_MESSAGES, 40):
+        await asyncio.gather(
+            *(
+                talker.send_message(room, f"{n:04d}" + "z" * 15_000)
+                for n in range(batch, batch + 40)
+            )
+        )
+    hub = server.app.state.papo.realtime.hub
+    stalled = next(c for c in hub.connections.values() if c.user_id == reader_s.user_id)
+    assert stalled._writer is not None, "the socket filled up: frames took the queued path"
+    return talker, reader, room
+
+
+STALL_MESSAGES = 400
+
+
+async def test_a_reader_that_stalls_gets_every_frame_in_order_when_it_reads_again(
+    roomy_server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    # The suite runs on uvloop, as `papo serve` does: its transports are not asyncio's.
+    assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    talker, reader, _ = await _stalled_reader(roomy_server, http)
+    seqs, texts = [], []
+    while len(texts) < STALL_MESSAGES:
+        frame = msgspec.json.decode(await asyncio.wait_for(reader.recv(), 10))
+        if frame["type"] == "message":
+            seqs.append(frame["seq"])
+            texts.append(frame["text"][:4])
+    assert texts == [f"{n:04d}" for n in range(STALL_MESSAGES)]
+    assert seqs == list(range(seqs[0], seqs[0] + STALL_MESSAGES))
+    await reader.close()
+    await talker.close()
+
+
+async def test_stopping_papo_does_not_wait_for_a_reader_that_never_reads(
+    base_settings: Settings,
+) -> None:
+    realtime = dataclasses.replace(
+        base_settings.realtime,
+        frames_per_second=10_000,
+        frame_burst=10_000,
+        outbox_frames=4096,
+        max_message_length=16_000,
+    )
+    settings = dataclasses.replace(base_settings, realtime=realtime)
+    async with serving(settings) as running:
+        async with httpx.AsyncClient(base_url=running.url) as http:
+            talker, reader, _ = await _stalled_reader(running, http)
+        started = time.monotonic()
+        await asyncio.wait_for(running.stop(), 30)
+        # Drain (1 s here) plus the grace a writer gets to deliver its close frame.
+        assert time.monotonic() - started < 12
+    await talker.close()
+    await reader.close()
+
+
+async def test_only_ws_upgrades_and_not_while_draining(
+    server: RunningServer, customer: Session
+) -> None:
+    headers = {"Authorization": f"Bearer {customer.access_token}"}
+    elsewhere = ws_url(server).replace("/ws", "/chat")
+    with pytest.raises(InvalidStatus) as caught:
+        await connect(elsewhere, additional_headers=headers)
+    assert caught.value.response.status_code == 404
+    assert b"/ws" in caught.value.response.body
+    hub = server.app.state.papo.realtime.hub
+    hub.accepting = False  # what a drain sets first
+    try:
+        with pytest.raises(InvalidStatus) as caught:
+            await connect(ws_url(server), additional_headers=headers)
+        assert caught.value.response.status_code == 503
+    finally:
+        hub.accepting = True
+
+
+async def test_fragmented_frames_are_joined_and_bad_utf8_closes_with_1007(
+    server: RunningServer, customer: Session
+) -> None:
+    headers = {"Authorization": f"Bearer {customer.access_token}"}
+    async with connect(ws_url(server), additional_headers=headers) as ws:
+        assert msgspec.json.decode(await ws.recv())["type"] == "welcome"
+        await ws.send(iter(['{"type": "pi', 'ng", "id": ', "7}"]))  # three frames
+        reply = msgspec.json.decode(await ws.recv())
+        assert (reply["type"], reply["id"]) == ("ok", 7)
+        await ws.send(b'{"type": "ping", "id": "\xff"}', text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1007
+    hub = server.app.state.papo.realtime.hub
+    for _ in range(100):
+        if not hub.connections:
+            break
+        await asyncio.sleep(0.02)
+    assert not hub.connections, "the closed connection was detached"
+
+
+async def test_a_peer_that_never_answers_pings_is_dropped(
+    roomy_server: RunningServer, http: httpx.AsyncClient
+) -> None:
+    session = await register_and_login(http)
+    reader, writer = await asyncio.open_connection("127.0.0.1", roomy_server.port)
+    writer.write(
+        b"GET /ws?token=" + session.access_token.encode() + b" HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    # Read everything without ever answering: a ping comes after 0.3 s, and with no
+    # pong within another 0.3 s papo sends close 1011 and ends the connection.
+    data = await asyncio.wait_for(reader.read(-1), 5)
+    opcodes, offset = [], 0
+    while offset + 2 <= len(data):
+        opcode, length = data[offset] & 0x0F, data[offset + 1] & 0x7F
+        head_size = 2
+        if length == 126:
+            (length,), head_size = struct.unpack("!H", data[offset + 2 : offset + 4]), 4
+        opcodes.append((opcode, data[offset + head_size : offset + head_size + length]))
+        offset += head_size + length
+    assert [op for op, _ in opcodes][:1] == [0x1]  # the welcome
+    assert 0x9 in [op for op, _ in opcodes], "papo pinged"
+    close = [payload for op, payload in opcodes if op == 0x8]
+    assert close
+    assert struct.unpack("!H", close[0][:2])[0] == 1011
+    writer.close()

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route
 
 from papo.persistence.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from papo.server import health, pages
@@ -27,7 +27,6 @@ from papo.server.rest import route
 from papo.server.routes import accounts, publishing
 from papo.server.state import AppState
 from papo.server.wiring import build_auth
-from papo.server.ws import websocket_endpoint
 
 log = logging.getLogger("papo.server")
 
@@ -77,7 +76,6 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         *health.routes,
         Route("/api/openapi.json", openapi, methods=["GET"]),
-        WebSocketRoute("/ws", websocket_endpoint),
         *(route(endpoint) for endpoint in API_ENDPOINTS),
         *pages.routes,
     ]

@@ -39,9 +39,6 @@ def route_templates(routes: Iterable[BaseRoute], prefix: str = "") -> dict[objec
     return templates
 
 
-SERVER_SEND = "papo.server_send"
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics, routes: Iterable[BaseRoute]) -> None:
         self.app = app
@@ -56,10 +53,6 @@ class RequestContextMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket":
-                # The server's own send, before any wrapper: papo.server.transport writes
-                # fan-out frames through the protocol object behind it.
-                scope[SERVER_SEND] = send
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -39,6 +39,7 @@ from papo.protocol.errors import ErrorCode, PapoError
 from papo.protocol.registry import Registry
 from papo.server.config import ConfigError, Settings
 from papo.server.resources import Resources
+from papo.server.transport import WriteBatcher
 
 
 def principal_of(identity: Identity) -> Principal:
@@ -85,6 +86,8 @@ class Realtime:
     hub: Hub
     registry: Registry[Connection]
     directory: Directory
+    # Frames written during one loop turn go out together at its end.
+    batcher: WriteBatcher = field(default_factory=WriteBatcher)
 
 
 def build_realtime(

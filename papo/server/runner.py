@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
+from typing import Any, cast
 
 import uvicorn
 from starlette.applications import Starlette
 
 from papo.server.config import Settings
+from papo.server.ws import websocket_protocol
 
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
@@ -23,11 +25,8 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         proxy_headers=True,
         server_header=False,
         timeout_graceful_shutdown=max(1, int(settings.http.drain_seconds)),
-        ws="websockets-sansio",
-        ws_max_size=settings.realtime.max_frame_bytes,
-        ws_ping_interval=settings.realtime.heartbeat_seconds,
-        ws_ping_timeout=settings.realtime.heartbeat_seconds,
-        ws_per_message_deflate=False,
+        # /ws is papo's own protocol object (papo.server.ws), not an ASGI endpoint.
+        ws=cast(Any, websocket_protocol(app)),
     )
 
 

@@ -1,25 +1,21 @@
-"""Writing to one client's WebSocket, with a fast path for fan-out.
+"""Frames out: each event framed once, and everything for one socket in one write.
 
-Under plain ASGI every frame is a trip through Starlette and uvicorn that encodes and
-frames the text again for each recipient and wakes a task per connection. When uvicorn
-runs its ``websockets-sansio`` protocol (papo's configuration, without compression),
-a server-to-client text frame is the same bytes for every recipient, so papo frames an
-event once and writes those bytes straight to each connection's asyncio transport, as
-``websockets.broadcast`` does. Whenever that is not safe (the socket's buffer is over
-its high-water mark, a close has started, another server runs papo) ``try_write``
-answers False and the frame takes the ordinary ASGI path in order.
+A server-to-client text frame (unmasked, uncompressed: papo offers no compression) is
+the same bytes for every recipient, so papo frames an event once and writes those
+bytes to each recipient's socket, as ``websockets.broadcast`` does.
+
+Frames accepted during one turn of the event loop are held and written together at its
+end (``WriteBatcher``): when a batch of stored messages is published at once, each
+recipient gets all of them in one ``writev`` instead of one ``send`` per message. The
+send syscall per frame is where fan-out spends most of its time, and holding frames
+until the turn ends delays nothing (the loop would not write them sooner).
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
-from typing import Any
-
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.protocol import State as ProtocolState
-
-from papo.hub.connection import TransportClosed
-from papo.server.middleware import SERVER_SEND
+from typing import Protocol
 
 TEXT_FRAME = 0x81  # FIN + opcode 1 (text); server frames are never masked
 
@@ -48,46 +44,26 @@ def text_frame(text: str) -> bytes:
     return _last_frame
 
 
-def sansio_protocol(websocket: WebSocket) -> Any | None:
-    """uvicorn's protocol object behind this WebSocket, if it is one papo can write to."""
-    server_send = websocket.scope.get(SERVER_SEND)
-    protocol = getattr(server_send, "__self__", None)
-    needed = ("transport", "conn", "writable", "close_sent", "disconnected")
-    if protocol is None or not all(hasattr(protocol, name) for name in needed):
-        return None
-    extensions = getattr(protocol.conn, "extensions", None)
-    return None if extensions else protocol  # compression would need per-socket frames
+class Flushable(Protocol):
+    def flush(self) -> None: ...
 
 
-class StarletteTransport:
-    def __init__(self, websocket: WebSocket) -> None:
-        self._websocket = websocket
-        # The ASGI send callable itself: skips Starlette's per-message state checks.
-        self._send = websocket._send
-        self._protocol = sansio_protocol(websocket)
+class WriteBatcher:
+    """Transports with frames held this loop turn, flushed together when it ends."""
 
-    def try_write(self, text: str) -> bool:
-        protocol = self._protocol
-        if (
-            protocol is None
-            or protocol.close_sent
-            or protocol.disconnected
-            or not protocol.writable.is_set()
-            or protocol.conn.state is not ProtocolState.OPEN
-            or protocol.transport.is_closing()
-        ):
-            return False
-        protocol.transport.write(text_frame(text))
-        return True
+    __slots__ = ("_dirty", "_scheduled")
 
-    async def send_text(self, text: str) -> None:
-        try:
-            await self._send({"type": "websocket.send", "text": text})
-        except (OSError, RuntimeError) as exc:  # uvicorn's ClientDisconnected is an OSError
-            raise TransportClosed from exc
+    def __init__(self) -> None:
+        self._dirty: list[Flushable] = []
+        self._scheduled = False
 
-    async def close(self, code: int, reason: str) -> None:
-        try:
-            await self._websocket.close(code, reason)
-        except (WebSocketDisconnect, RuntimeError) as exc:
-            raise TransportClosed from exc
+    def hold(self, transport: Flushable) -> None:
+        self._dirty.append(transport)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty, self._scheduled = self._dirty, [], False
+        for transport in dirty:
+            transport.flush()
