@@ -109,13 +109,15 @@ class Connection:
         self.state = State.OPEN
         self.rooms: set[str] = set()
         self.typing_in: dict[str, float] = {}
-        self.feeds: set[str] = set()  # non-room channels followed (the dashboard)
+        # Non-room channels followed (the dashboard); a list: few ever follow any.
+        self.feeds: list[str] = []
         # room -> live events (seq, text; seq 0 for non-messages) held back while missed
         # messages are replayed
         self.catching_up: dict[str, list[tuple[int, str]]] = {}
         # room -> highest sequence sent by a replay; live copies up to it are dropped
         self.replayed_upto: dict[str, int] = {}
-        self._outbox: deque[str] = deque()
+        # Created when a frame first has to wait: most connections never need one.
+        self._outbox: deque[str] | None = None
         self._max_outbox = max_outbox
         self._on_slow = on_slow
         # Started only when a frame has to wait (most never need one): an idle
@@ -146,14 +148,17 @@ class Connection:
         """Queue ``text`` without waiting; False (and a slow-consumer close) on overflow."""
         if self.state is not State.OPEN:
             return False
-        if not self._outbox and not self._sending and self.transport.try_write(text):
+        outbox = self._outbox
+        if not outbox and not self._sending and self.transport.try_write(text):
             return True
-        if len(self._outbox) >= self._max_outbox:
-            self._outbox.clear()
+        if outbox is None:
+            outbox = self._outbox = deque()
+        if len(outbox) >= self._max_outbox:
+            outbox.clear()
             self._on_slow(self)
             self.close_soon(CloseCode.SLOW_CONSUMER)
             return False
-        self._outbox.append(text)
+        outbox.append(text)
         self._ensure_writer()
         return True
 
@@ -169,10 +174,12 @@ class Connection:
     async def _write_loop(self) -> None:
         """Drain the outbox in order, send the close frame if closing, then end."""
         try:
-            while self._outbox:
+            while outbox := self._outbox:
                 self._sending = True
-                await self.transport.send_text(self._outbox.popleft())
+                await self.transport.send_text(outbox.popleft())
                 self._sending = False
+                if not outbox and self._outbox is outbox:
+                    self._outbox = None  # caught up: back to writing straight through
             if self.state is State.CLOSING:
                 code = CloseCode(self.close_code or CloseCode.NORMAL)
                 await self.transport.close(code, CLOSE_INFO[code].reason)
@@ -180,7 +187,7 @@ class Connection:
             # The peer went away mid-send: nothing more can reach it. The reader side
             # notices and cleans up.
             self.state = State.CLOSED
-            self._outbox.clear()
+            self._outbox = None
             log.debug("writer stopped", extra={"connection": self.id, "error": str(exc)})
 
     async def wait_closed(self, seconds: float) -> bool:

@@ -190,12 +190,12 @@ class Hub:
     async def follow(self, connection: Connection, channel: str) -> None:
         """Let a connection listen to a channel that is not a room (the dashboard)."""
         if channel not in connection.feeds:
-            connection.feeds.add(channel)
+            connection.feeds.append(channel)
             await self.fanout.listen(channel, connection)
 
     async def unfollow(self, connection: Connection, channel: str) -> None:
         if channel in connection.feeds:
-            connection.feeds.discard(channel)
+            connection.feeds.remove(channel)
             await self.fanout.unlisten(channel, connection)
 
     async def detach(self, connection: Connection) -> None:

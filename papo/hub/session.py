@@ -53,6 +53,18 @@ def _salvage(raw: str | bytes) -> _Envelope:
 
 
 class Session:
+    __slots__ = (
+        "_in_flight",
+        "_refilled",
+        "_strikes",
+        "_tasks",
+        "_timer",
+        "_tokens",
+        "connection",
+        "hub",
+        "registry",
+    )
+
     def __init__(self, hub: Hub, registry: Registry[Connection], connection: Connection) -> None:
         self.hub = hub
         self.registry = registry
@@ -60,10 +72,11 @@ class Session:
         limits = hub.limits
         self._tokens = float(limits.frame_burst)
         self._refilled = time.monotonic()
-        self._strikes: list[float] = []
-        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._timers: list[asyncio.TimerHandle] = []
+        # Made on first use: an idle connection should cost as little as possible.
+        self._strikes: list[float] | None = None
+        self._in_flight: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # expiry warning, then expiry
 
     # --- replies ---------------------------------------------------------------------------
 
@@ -100,7 +113,7 @@ class Session:
     def _strike(self, code: CloseCode) -> None:
         """Count a refused frame; a client that keeps at it is disconnected."""
         now = time.monotonic()
-        self._strikes = [t for t in self._strikes if now - t < ABUSE_WINDOW]
+        self._strikes = [t for t in self._strikes or () if now - t < ABUSE_WINDOW]
         self._strikes.append(now)
         if len(self._strikes) >= ABUSE_LIMIT:
             self.hub.metrics.closes.labels(str(int(code))).inc()
@@ -176,8 +189,12 @@ class Session:
             result.then()
             return
         if isinstance(result, Deferred):
+            if self._in_flight is None:
+                self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+                self._tasks = set()
             await self._in_flight.acquire()  # backpressure: stop reading when too many wait
             task = asyncio.create_task(self._await_deferred(frame.id, result))
+            assert self._tasks is not None
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
@@ -198,37 +215,46 @@ class Session:
         else:
             self._reply(request_id, ack(stored))
         finally:
-            self._in_flight.release()
+            if self._in_flight is not None:
+                self._in_flight.release()
 
     # --- token expiry ----------------------------------------------------------------------
 
     def watch_expiry(self) -> None:
-        """Arm timers (not tasks: idle connections stay cheap) for the expiry warning and
-        the close; a later ``auth.refresh`` re-arms them."""
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        """Arm one timer (not a task: idle connections stay cheap) for the expiry warning,
+        which then arms the close; a later ``auth.refresh`` re-arms it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         expires_at = self.connection.principal.expires_at
         if expires_at is None:
             return
         loop = asyncio.get_running_loop()
         warn_in = expires_at - self.hub.limits.token_warning_seconds - time.time()
         if warn_in > 0:
-            self._timers.append(
-                loop.call_later(warn_in, self.send_event, f.TokenExpiring(expires_at=expires_at))
-            )
-        self._timers.append(
-            loop.call_later(max(0.0, expires_at - time.time()), self._expire, expires_at)
+            self._timer = loop.call_later(warn_in, self._warn, expires_at)
+        else:
+            self._arm_expiry(expires_at)
+
+    def _warn(self, expires_at: float) -> None:
+        self.send_event(f.TokenExpiring(expires_at=expires_at))
+        self._arm_expiry(expires_at)
+
+    def _arm_expiry(self, expires_at: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.0, expires_at - time.time()), self._expire, expires_at
         )
 
     def _expire(self, expires_at: float) -> None:
+        self._timer = None
         if self.connection.principal.expires_at == expires_at:
             self.hub.metrics.closes.labels(str(int(CloseCode.TOKEN_EXPIRED))).inc()
             self.connection.close_soon(CloseCode.TOKEN_EXPIRED)
 
     async def close(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        for task in list(self._tasks):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in list(self._tasks or ()):
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 5)
