@@ -31,8 +31,14 @@ async def roomy_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
         frame_burst=10_000,
         outbox_frames=4096,
         max_message_length=16_000,
-        heartbeat_seconds=0.3,
     )
+    async with serving(dataclasses.replace(base_settings, realtime=realtime)) as running:
+        yield running
+
+
+@pytest.fixture
+async def impatient_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
+    realtime = dataclasses.replace(base_settings.realtime, heartbeat_seconds=0.3)
     async with serving(dataclasses.replace(base_settings, realtime=realtime)) as running:
         yield running
 
@@ -180,10 +186,10 @@ async def test_fragmented_frames_are_joined_and_bad_utf8_closes_with_1007(
 
 
 async def test_a_peer_that_never_answers_pings_is_dropped(
-    roomy_server: RunningServer, http: httpx.AsyncClient
+    impatient_server: RunningServer, http: httpx.AsyncClient
 ) -> None:
     session = await register_and_login(http)
-    reader, writer = await asyncio.open_connection("127.0.0.1", roomy_server.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", impatient_server.port)
     writer.write(
         b"GET /ws?token=" + session.access_token.encode() + b" HTTP/1.1\r\n"
         b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
