@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -137,12 +137,19 @@ class Fanout:
         return len(self._listeners.get(channel, ()))
 
     async def publish(self, channel: str, event: Event) -> None:
-        payload = pack(event)
-        if not self._local_first:
+        await self.publish_many(channel, (event,))
+
+    async def publish_many(self, channel: str, events: Sequence[Event]) -> None:
+        """Publish ``events`` in order; with a shared broker, local listeners get all of
+        them before the first round trip to the broker, so a batch reaches each local
+        socket in one write (papo.server.transport) instead of one per message."""
+        payloads = [pack(event) for event in events]
+        if self._local_first:
+            for payload in payloads:
+                self._route(channel, payload)
+            payloads = [self._origin + payload for payload in payloads]
+        for payload in payloads:
             await self.broker.publish(channel, payload)
-            return
-        self._route(channel, payload)
-        await self.broker.publish(channel, self._origin + payload)
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """The broker's callback; with a shared broker, skips this node's own echoes."""

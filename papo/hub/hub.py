@@ -123,21 +123,28 @@ class Hub:
     # --- publishing ---------------------------------------------------------------------
 
     async def publish_to_room(self, room: str, event: Event) -> None:
-        """A room's event to its channel; a DM's to both people's own channels, so it
-        follows them to every device they have online."""
+        await self._publish_to_room(room, (event,))
+
+    async def _publish_to_room(self, room: str, events: Sequence[Event]) -> None:
+        """A room's events to its channel; a DM's to both people's own channels, so they
+        follow them to every device they have online."""
         members = dm_members(room)
         if members is None:
-            await self.fanout.publish(room_channel(room), event)
+            await self.fanout.publish_many(room_channel(room), events)
             return
         for user_id in dict.fromkeys(members):
-            await self.fanout.publish(user_channel(user_id), event)
+            await self.fanout.publish_many(user_channel(user_id), events)
 
     async def _publish_messages(self, messages: Sequence[Stored]) -> None:
         # Duplicates (retried sends) are published again: if the first attempt stored the
         # message but could not publish it, this is where the room gets it; nodes drop
         # copies they already handed out.
+        # One call per room (a writer's batch is one room): see Fanout.publish_many.
+        by_room: dict[str, list[Event]] = {}
         for message in messages:
-            await self.publish_to_room(message.room, message_event(message))
+            by_room.setdefault(message.room, []).append(message_event(message))
+        for room, events in by_room.items():
+            await self._publish_to_room(room, events)
 
     # --- connection lifecycle -------------------------------------------------------------
 
