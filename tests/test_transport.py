@@ -23,8 +23,8 @@ from tests.conftest import Session, register_and_login, serving, ws_url
 Connect = Callable[..., Awaitable[PapoClient]]
 
 
-@pytest.fixture
-async def roomy_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
+def _roomy(base_settings: Settings) -> Settings:
+    """Room for a firehose: no frame rate limit, a deep outbox, 15 KB messages."""
     realtime = dataclasses.replace(
         base_settings.realtime,
         frames_per_second=10_000,
@@ -32,7 +32,12 @@ async def roomy_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
         outbox_frames=4096,
         max_message_length=16_000,
     )
-    async with serving(dataclasses.replace(base_settings, realtime=realtime)) as running:
+    return dataclasses.replace(base_settings, realtime=realtime)
+
+
+@pytest.fixture
+async def roomy_server(base_settings: Settings) -> AsyncIterator[RunningServer]:
+    async with serving(_roomy(base_settings)) as running:
         yield running
 
 
@@ -125,14 +130,7 @@ async def test_a_reader_that_stalls_gets_every_frame_in_order_when_it_reads_agai
 async def test_stopping_papo_does_not_wait_for_a_reader_that_never_reads(
     base_settings: Settings,
 ) -> None:
-    realtime = dataclasses.replace(
-        base_settings.realtime,
-        frames_per_second=10_000,
-        frame_burst=10_000,
-        outbox_frames=4096,
-        max_message_length=16_000,
-    )
-    settings = dataclasses.replace(base_settings, realtime=realtime)
+    settings = _roomy(base_settings)
     async with serving(settings) as running:
         async with httpx.AsyncClient(base_url=running.url) as http:
             talker, reader, _ = await _stalled_reader(running, http)

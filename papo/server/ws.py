@@ -85,6 +85,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_task",
         "_timer",
         "_transport",
+        "_watchdog",
         "connection",
         "id",
         "lost",
@@ -116,6 +117,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None  # auth, then frame handling, then cleanup
         self._timer: asyncio.TimerHandle | None = None  # keepalive ping or pong deadline
         self._ping_payload: bytes | None = None
+        self._watchdog: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -401,7 +403,9 @@ class WebSocketProtocol(asyncio.Protocol):
             self._inbox.clear()
         connection = self.connection
         if connection is not None:
-            asyncio.get_running_loop().create_task(self._close_watchdog(connection))
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._close_watchdog(connection)
+            )
 
     async def _close_watchdog(self, connection: Connection) -> None:
         flushed = await connection.wait_closed(CLOSE_GRACE_SECONDS)
