@@ -102,3 +102,8 @@ class DashboardFeed:
             # The broker counts its own errors; the next interval tries again.
             with contextlib.suppress(BrokerError):
                 await self._hub.fanout.publish(DASHBOARD_CHANNEL, self.snapshot())
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # stop() cancelled us mid-publish and the Redis client swallowed it:
+                # without this the loop sleeps on and stop() waits forever.
+                raise asyncio.CancelledError
