@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,8 +21,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 import uvloop
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as websocket_connect
 
 from papo.client import PapoClient
 from papo.server.app import create_app
@@ -180,6 +184,28 @@ async def customer(http: httpx.AsyncClient) -> Session:
 
 def ws_url(server: RunningServer) -> str:
     return server.url.replace("http://", "ws://") + "/ws"
+
+
+async def member_that_stops_reading(
+    server: RunningServer, session: Session, room: str
+) -> ClientConnection:
+    """A raw client in ``room`` on a socket with a 4 KiB receive buffer that reads
+    nothing more until the test calls ``recv``: the server's buffers fill behind it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    ws = await websocket_connect(
+        ws_url(server),
+        sock=sock,
+        max_size=None,
+        max_queue=1,  # websockets stops reading the socket while a frame waits here
+        additional_headers={"Authorization": f"Bearer {session.access_token}"},
+    )
+    await ws.recv()  # the welcome
+    await ws.send(msgspec.json.encode({"type": "room.join", "id": 1, "room": room}).decode())
+    while msgspec.json.decode(await ws.recv()).get("id") != 1:
+        pass
+    return ws
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +17,13 @@ from websockets.exceptions import ConnectionClosed
 from papo.client import PapoClient, PapoClientError
 from papo.server.config import Settings
 from papo.server.runner import RunningServer
-from tests.conftest import Session, register_and_login, serving, ws_url
+from tests.conftest import (
+    Session,
+    member_that_stops_reading,
+    register_and_login,
+    serving,
+    ws_url,
+)
 
 
 async def _raw(server: RunningServer, session: Session, **options: Any) -> ClientConnection:
@@ -206,19 +211,7 @@ async def test_a_client_that_stops_reading_is_closed_without_slowing_the_room(
     await talker.request("room.join", room=room)
     await fast.request("room.join", room=room)
     # The slow client: a tiny receive buffer, and it stops reading after joining.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", strict_server.port))
-    slow = await connect(
-        url,
-        sock=sock,
-        max_size=None,
-        additional_headers={"Authorization": f"Bearer {slow_s.access_token}"},
-    )
-    await slow.recv()
-    await slow.send(msgspec.json.encode({"type": "room.join", "id": 1, "room": room}).decode())
-    while msgspec.json.decode(await slow.recv()).get("id") != 1:
-        pass
+    slow = await member_that_stops_reading(strict_server, slow_s, room)
 
     # ~8 MB: more than the kernel's socket buffers (up to 4 MB) plus the 32-frame outbox.
     text = "y" * 15_000
@@ -239,6 +232,6 @@ async def test_a_client_that_stops_reading_is_closed_without_slowing_the_room(
     assert elapsed < 20
     # When the slow client finally reads, it finds the documented close code.
     assert await _close_code(slow) == 4008
-    sock.close()
+    await slow.close()
     await talker.close()
     await fast.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +17,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from papo.client import PapoClient
 from papo.server.config import Settings
 from papo.server.runner import RunningServer
-from tests.conftest import Session, register_and_login, serving, ws_url
+from tests.conftest import (
+    Session,
+    member_that_stops_reading,
+    register_and_login,
+    serving,
+    ws_url,
+)
 
 Connect = Callable[..., Awaitable[PapoClient]]
 
@@ -77,20 +82,7 @@ async def _stalled_reader(
     talker = await PapoClient.connect(url, talker_s.access_token)
     room = (await talker.request("room.create", name="stall"))["id"]
     await talker.request("room.join", room=room)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", server.port))
-    reader = await connect(
-        url,
-        sock=sock,
-        max_size=None,
-        max_queue=1,  # stop reading the socket while frames wait here
-        additional_headers={"Authorization": f"Bearer {reader_s.access_token}"},
-    )
-    await reader.recv()
-    await reader.send(msgspec.json.encode({"type": "room.join", "id": 1, "room": room}).decode())
-    while msgspec.json.decode(await reader.recv()).get("id") != 1:
-        pass
+    reader = await member_that_stops_reading(server, reader_s, room)
     # ~6 MB in batches the server publishes together: more than the kernel buffers hold,
     # so later frames wait in papo's outbox behind the ones already written.
     for batch in range(0, STALL_MESSAGES, 40):

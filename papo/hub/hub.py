@@ -222,13 +222,17 @@ class Hub:
         if not self.connections:
             self._all_gone.set()
 
+    def send_elsewhere(self, connection: Connection) -> None:
+        """Close with 1012 after what is queued: the client reconnects to another node."""
+        if connection.state is State.OPEN:
+            self.metrics.closes.labels(str(int(CloseCode.SERVICE_RESTART))).inc()
+            connection.close_soon(CloseCode.SERVICE_RESTART)
+
     async def drain(self, seconds: float) -> None:
         """Stop accepting, tell every client to reconnect elsewhere, flush writes."""
         self.accepting = False
         for connection in list(self.connections.values()):
-            if connection.state is State.OPEN:
-                self.metrics.closes.labels(str(int(CloseCode.SERVICE_RESTART))).inc()
-                connection.close_soon(CloseCode.SERVICE_RESTART)
+            self.send_elsewhere(connection)
         await self.writers.drain(seconds)
         if self.connections:
             self._all_gone.clear()

@@ -36,7 +36,7 @@ from websockets.http11 import Request
 from websockets.protocol import State as WireState
 from websockets.server import ServerProtocol
 
-from papo.hub.connection import Connection, State, TransportClosed
+from papo.hub.connection import Connection, TransportClosed
 from papo.hub.session import Session
 from papo.protocol import frames as f
 from papo.protocol.close_codes import CLOSE_INFO, CloseCode
@@ -46,7 +46,7 @@ from papo.server.logs import context_id
 from papo.server.middleware import new_id
 from papo.server.realtime import principal_of
 from papo.server.state import AppState
-from papo.server.transport import text_frame
+from papo.server.transport import WriteBatcher, text_frame
 
 log = logging.getLogger("papo.ws")
 # websockets logs every open and refusal at INFO; papo logs its own "connected" lines.
@@ -109,7 +109,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._paused = False  # the socket's buffer is over its high-water mark
         self._drained: asyncio.Future[None] | None = None
         self._held: list[bytes] | None = None  # frames accepted this loop turn
-        self._batcher: Any = None
+        self._batcher: WriteBatcher | None = None
         self._inbox: deque[str | bytes] | None = None
         self._read_paused = False
         self._fragments: list[bytes] | None = None
@@ -138,7 +138,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._first_frame is not None and not self._first_frame.done():
             self._first_frame.cancel()
         if self._task is None:
-            self._run(self._cleanup())
+            self._start_cleanup()
         # else: the frame being handled finishes first (as it would have on a live
         # socket); the task's end starts the cleanup, so a handler never subscribes a
         # connection that is already detached.
@@ -170,13 +170,8 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn is stopping: flush what is queued, then close with 1012."""
-        connection = self.connection
-        if connection is not None and self.state is not None:
-            if connection.state is State.OPEN:
-                self.state.realtime.hub.metrics.closes.labels(
-                    str(int(CloseCode.SERVICE_RESTART))
-                ).inc()
-            connection.close_soon(CloseCode.SERVICE_RESTART)
+        if self.connection is not None and self.state is not None:
+            self.state.realtime.hub.send_elsewhere(self.connection)
             return
         if self.wire.state is WireState.CONNECTING:
             self._reject(503, "papo is restarting; reconnect to another node")
@@ -350,10 +345,7 @@ class WebSocketProtocol(asyncio.Protocol):
         context_id.set(self.id)
         while inbox and not self.lost:
             message = inbox.popleft()
-            if isinstance(message, str):
-                await session.handle(message)
-            else:
-                await session.handle(message, binary=True)
+            await session.handle(message, binary=isinstance(message, bytes))
             if self._read_paused and len(inbox) < INBOX_FRAMES // 2 and self._transport:
                 self._read_paused = False
                 self._transport.resume_reading()
@@ -373,15 +365,13 @@ class WebSocketProtocol(asyncio.Protocol):
             if not self.lost:
                 self._send_close(1011, "internal error")
         if self.lost:
-            self._run(self._cleanup())
+            self._start_cleanup()
         elif self._inbox and self.session is not None and not self._closing:
             self._start(self._handle_inbox())
 
-    def _run(self, coroutine: Any) -> None:
-        if self.connection is None:
-            coroutine.close()  # never attached: nothing to clean
-            return
-        self._task = asyncio.get_running_loop().create_task(coroutine)
+    def _start_cleanup(self) -> None:
+        if self.connection is not None:  # never attached: nothing to clean
+            self._task = asyncio.get_running_loop().create_task(self._cleanup())
 
     async def _cleanup(self) -> None:
         connection, session = self.connection, self.session
@@ -420,13 +410,13 @@ class WebSocketProtocol(asyncio.Protocol):
             # Already holding frames this turn: everything after them joins, in order.
             held.append(text_frame(text))
             return True
-        transport = self._transport
-        if self._paused or self._closing or self.lost or transport is None:
+        transport, batcher = self._transport, self._batcher
+        if self._paused or self._closing or self.lost or transport is None or batcher is None:
             return False
         if transport.is_closing():
             return False
         self._held = [text_frame(text)]
-        self._batcher.hold(self)
+        batcher.hold(self)
         return True
 
     def flush(self) -> None:
