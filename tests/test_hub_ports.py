@@ -55,26 +55,26 @@ def _drafts(room: str, *ids: str, sender: str = "u1") -> list[Draft]:
 
 
 async def test_history_sequences_grow_without_gaps(history: History) -> None:
-    first = await history.append("r", _drafts("r", "a", "b"))
-    second = await history.append("r", _drafts("r", "c"))
+    first = await history.append(_drafts("r", "a", "b"))
+    second = await history.append(_drafts("r", "c"))
     assert [m.seq for m in first + second] == [1, 2, 3]
     assert all(not m.duplicate for m in first + second)
-    other = await history.append("other", _drafts("other", "a"))
+    other = await history.append(_drafts("other", "a"))
     assert other[0].seq == 1, "each room counts on its own"
     assert await history.last_seqs(["r", "other", "empty"]) == {"r": 3, "other": 1, "empty": 0}
 
 
 async def test_history_is_idempotent_by_sender_and_client_id(history: History) -> None:
-    await history.append("r", _drafts("r", "a", "b"))
-    again = await history.append("r", [*_drafts("r", "b"), *_drafts("r", "c"), *_drafts("r", "c")])
+    await history.append(_drafts("r", "a", "b"))
+    again = await history.append([*_drafts("r", "b"), *_drafts("r", "c"), *_drafts("r", "c")])
     assert [(m.seq, m.duplicate) for m in again] == [(2, True), (3, False), (3, True)]
-    other_sender = await history.append("r", _drafts("r", "a", sender="u2"))
+    other_sender = await history.append(_drafts("r", "a", sender="u2"))
     assert other_sender[0].seq == 4, "client ids are per sender"
     assert [m.seq for m in await history.after("r", 0, 100)] == [1, 2, 3, 4]
 
 
 async def test_history_reads_in_order(history: History) -> None:
-    await history.append("r", _drafts("r", *(str(i) for i in range(10))))
+    await history.append(_drafts("r", *(str(i) for i in range(10))))
     assert [m.seq for m in await history.after("r", 7, 100)] == [8, 9, 10]
     assert [m.seq for m in await history.after("r", 2, 3)] == [3, 4, 5]
     assert [m.seq for m in await history.before("r", None, 3)] == [8, 9, 10]
@@ -83,7 +83,7 @@ async def test_history_reads_in_order(history: History) -> None:
 
 
 async def test_history_edits_and_deletes_only_own(history: History) -> None:
-    (message,) = await history.append("r", _drafts("r", "a"))
+    (message,) = await history.append(_drafts("r", "a"))
     assert await history.edit("r", message.seq, "intruder", "x") is None
     edited = await history.edit("r", message.seq, "u1", "fixed")
     assert edited is not None
@@ -97,9 +97,69 @@ async def test_history_edits_and_deletes_only_own(history: History) -> None:
 
 async def test_history_concurrent_batches_stay_gapless(history: History) -> None:
     batches = [_drafts("busy", *(f"{b}-{i}" for i in range(10))) for b in range(10)]
-    results = await asyncio.gather(*(history.append("busy", batch) for batch in batches))
+    results = await asyncio.gather(*(history.append(batch) for batch in batches))
     seqs = sorted(m.seq for batch in results for m in batch)
     assert seqs == list(range(1, 101))
+
+
+async def test_history_one_batch_numbers_each_room_on_its_own(history: History) -> None:
+    await history.append(_drafts("b", "earlier"))
+    mixed = [
+        *_drafts("a", "1"),
+        *_drafts("b", "1"),
+        *_drafts("b", "earlier"),  # a retry inside a batch touches only its own room
+        *_drafts("a", "2"),
+        *_drafts("c", "1"),
+        *_drafts("b", "2"),
+    ]
+    stored = await history.append(mixed)
+    assert [(m.room, m.seq, m.duplicate) for m in stored] == [
+        ("a", 1, False),
+        ("b", 2, False),
+        ("b", 1, True),
+        ("a", 2, False),
+        ("c", 1, False),
+        ("b", 3, False),
+    ]
+    assert [m.client_id for m in await history.after("b", 0, 10)] == ["earlier", "1", "2"]
+    assert await history.last_seqs(["a", "b", "c"]) == {"a": 2, "b": 3, "c": 1}
+
+
+async def test_two_nodes_writing_the_same_rooms_stay_gapless_and_in_order(
+    base_settings: Settings,
+) -> None:
+    """Two nodes (two adapters, one database) race for the same rooms' numbers with
+    multi-room batches, and retry sends the other node already stored."""
+    assert base_settings.urls.mongo
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(base_settings.urls.mongo)
+    database = f"race_{secrets.token_hex(4)}"
+    nodes = [MongoHistory(client, database), MongoHistory(client, database)]
+    await nodes[0].prepare()
+    rooms = ["r1", "r2", "r3"]
+
+    stored_by_node0: list[Draft] = []
+
+    async def node_sends(node: int) -> None:
+        for round_ in range(8):
+            batch = [Draft(room, f"sender{node}", "U", "t", f"{round_}-{room}") for room in rooms]
+            if node == 1 and stored_by_node0:  # a client retrying on node 1 what node 0 stored
+                batch.insert(1, stored_by_node0[-2])
+            await nodes[node].append(batch)
+            if node == 0:
+                stored_by_node0.extend(batch)
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(node_sends(0), node_sends(1))
+        for room in rooms:
+            messages = await nodes[0].after(room, 0, 100)
+            assert [m.seq for m in messages] == list(range(1, 17)), "a gap or a double"
+            for sender in ("sender0", "sender1"):
+                own = [m.client_id for m in messages if m.sender_id == sender]
+                assert own == [f"{r}-{room}" for r in range(8)], "one sender's order kept"
+    finally:
+        await client.drop_database(database)
+        await client.close()
 
 
 @pytest.fixture(params=["memory", "postgres", "postgres-cached"])

@@ -2,7 +2,9 @@
 
 Contract:
 - ``append`` stores drafts durably before returning. Each new message gets the next
-  sequence number of its room: numbers only grow and leave no gaps.
+  sequence number of its room: numbers only grow and leave no gaps. One call may hold
+  drafts for many rooms (the writer commits every room's waiting drafts together); the
+  drafts of one room are numbered in the order given.
 - Idempotency: a draft whose ``(room, sender_id, client_id)`` was stored before is not
   stored again; the earlier message is returned with ``duplicate=True``.
 - Reads return messages in ascending sequence order.
@@ -43,8 +45,8 @@ class History(Protocol):
         """Create indexes and anything else the adapter needs; idempotent."""
         ...
 
-    async def append(self, room: str, drafts: Sequence[Draft]) -> list[Stored]:
-        """Store ``drafts`` (all for ``room``) and return one ``Stored`` per draft."""
+    async def append(self, drafts: Sequence[Draft]) -> list[Stored]:
+        """Store ``drafts`` (of any rooms) and return one ``Stored`` per draft, in order."""
         ...
 
     async def after(self, room: str, seq: int, limit: int) -> list[Stored]:

@@ -17,10 +17,11 @@ class MemoryHistory:
     async def prepare(self) -> None:
         return None
 
-    async def append(self, room: str, drafts: Sequence[Draft]) -> list[Stored]:
-        messages = self._rooms.setdefault(room, [])
+    async def append(self, drafts: Sequence[Draft]) -> list[Stored]:
         results = []
         for draft in drafts:
+            room = draft.room
+            messages = self._rooms.setdefault(room, [])
             key = (room, draft.sender_id, draft.client_id)
             if key in self._by_client:
                 earlier = messages[self._by_client[key] - 1]

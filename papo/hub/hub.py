@@ -21,7 +21,7 @@ from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.rooms import RoomStore
 from papo.hub.rooms_cache import CachedRoomStore
-from papo.hub.writer import RoomWriters
+from papo.hub.writer import MessageWriter
 from papo.protocol.close_codes import CloseCode
 from papo.protocol.frames import Event, PresenceChanged, RoomLeft, TypingEvent, UserRef
 
@@ -79,7 +79,7 @@ class Hub:
         self.fanout = Fanout(broker, history, metrics, gap_wait=limits.gap_wait_seconds)
         self.fanout.on_left = self._left_elsewhere
         self._background: set[asyncio.Task[None]] = set()
-        self.writers = RoomWriters(history, self._publish_messages, metrics)
+        self.writers = MessageWriter(history, self._publish_messages, metrics)
         self.connections: dict[str, Connection] = {}
         self.dashboard = DashboardFeed(self, node, limits.dashboard_interval)
         self.accepting = True
@@ -139,7 +139,7 @@ class Hub:
         # Duplicates (retried sends) are published again: if the first attempt stored the
         # message but could not publish it, this is where the room gets it; nodes drop
         # copies they already handed out.
-        # One call per room (a writer's batch is one room): see Fanout.publish_many.
+        # One call per room (a writer's batch spans rooms): see Fanout.publish_many.
         by_room: dict[str, list[Event]] = {}
         for message in messages:
             by_room.setdefault(message.room, []).append(message_event(message))

@@ -2,12 +2,12 @@
 
 Documents: ``messages`` {room, seq, ts, sender_id, sender_name, text, client_id, edited,
 deleted} with unique indexes on (room, seq) and (room, sender_id, client_id). A batch
-takes the numbers after the room's highest sequence and is written with one ordered
-insert, with journaled write concern, before anyone is acknowledged; the (room, seq)
-index settles races between nodes and the (room, sender, client id) index turns a
-retried send into a duplicate (see ``_insert``). In the common case a batch costs one
-round trip: the node remembers the last number it wrote per room and only reads the
-highest stored one again after losing a race.
+(drafts of any number of rooms) takes the numbers after each room's highest sequence and
+is written with one ordered insert, with journaled write concern, before anyone is
+acknowledged; the (room, seq) index settles races between nodes and the (room, sender,
+client id) index turns a retried send into a duplicate (see ``_insert``). In the common
+case a batch costs one round trip: the node remembers the last number it wrote per room
+and only reads the highest stored one again after losing a race.
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ from pymongo.write_concern import WriteConcern
 from papo.hub.history import Draft, Stored
 
 Document = dict[str, Any]
+DraftKey = tuple[str, str, str]  # (room, sender id, client id): what makes a send unique
 DUPLICATE_KEY = 11000
 MAX_SEQUENCE_RACES = 50
 MAX_REMEMBERED_ROOMS = 100_000
+
+
+def _key(draft: Draft) -> DraftKey:
+    return (draft.room, draft.sender_id, draft.client_id)
 
 
 def _stored(doc: Document, *, duplicate: bool = False) -> Stored:
@@ -63,20 +68,20 @@ class MongoHistory:
             name="room_sender_client",
         )
 
-    async def append(self, room: str, drafts: Sequence[Draft]) -> list[Stored]:
-        earlier: dict[tuple[str, str], Document] = {}
+    async def append(self, drafts: Sequence[Draft]) -> list[Stored]:
+        earlier: dict[DraftKey, Document] = {}
         fresh: list[Draft] = []
-        seen: set[tuple[str, str]] = set()
+        seen: set[DraftKey] = set()
         for draft in drafts:
-            key = (draft.sender_id, draft.client_id)
-            if key not in earlier and key not in seen:
+            key = _key(draft)
+            if key not in seen:
                 fresh.append(draft)
                 seen.add(key)
-        new_docs = await self._insert(room, fresh, earlier)
+        new_docs = await self._insert(fresh, earlier)
         results = []
-        returned: set[tuple[str, str]] = set()
+        returned: set[DraftKey] = set()
         for draft in drafts:
-            key = (draft.sender_id, draft.client_id)
+            key = _key(draft)
             if key in new_docs and key not in returned:
                 results.append(_stored(new_docs[key]))
                 returned.add(key)
@@ -85,67 +90,86 @@ class MongoHistory:
         return results
 
     async def _insert(
-        self, room: str, pending: list[Draft], earlier: dict[tuple[str, str], Document]
-    ) -> dict[tuple[str, str], Document]:
-        """Number ``pending`` after the room's highest sequence and insert them in order.
+        self, pending: list[Draft], earlier: dict[DraftKey, Document]
+    ) -> dict[DraftKey, Document]:
+        """Number ``pending`` after each room's highest sequence and insert them in order.
 
-        The unique (room, seq) index is the arbiter between nodes: a node that lost the
-        race for a number re-reads the highest one and numbers the rest again. A number
-        is therefore only ever taken by a stored message, and sequences stay gapless even
-        when a node dies mid-write. A draft whose client id is already stored (a retry,
-        on this node or another) is refused by the other unique index and becomes a
-        duplicate of the stored message instead.
+        All rooms go into one ordered insert: one journaled commit for every room that
+        had something waiting. The unique (room, seq) index is the arbiter between
+        nodes: at the first refused document the insert stops, the documents before it
+        are stored, and only the refused document's room is looked at again. If another
+        node took the number, that room's highest sequence is read again and the rest is
+        numbered anew; a number is therefore only ever taken by a stored message, and
+        sequences stay gapless even when a node dies mid-write. A draft whose client id
+        is already stored (a retry, on this node or another) is refused by the other
+        unique index and becomes a duplicate of the stored message instead.
         """
-        stored: dict[tuple[str, str], Document] = {}
-        for _ in range(MAX_SEQUENCE_RACES):
-            if not pending:
-                return stored
-            last = self._last_written.get(room)
-            if last is None:
-                last = await self._last_seq(room)
+        stored: dict[DraftKey, Document] = {}
+        races: dict[str, int] = {}
+        while pending:
+            rooms = list(dict.fromkeys(draft.room for draft in pending))
+            last = {room: self._last_written.get(room) for room in rooms}
+            unknown = [room for room, seq in last.items() if seq is None]
+            known = await self.last_seqs(unknown) if unknown else {}
+            following = {
+                room: (seq if seq is not None else known[room]) + 1 for room, seq in last.items()
+            }
             now = time.time()
-            docs: list[Document] = [
-                {
-                    "room": room,
-                    "seq": last + 1 + index,
-                    "ts": now,
-                    "sender_id": d.sender_id,
-                    "sender_name": d.sender_name,
-                    "text": d.text,
-                    "client_id": d.client_id,
-                }
-                for index, d in enumerate(pending)
-            ]
+            docs: list[Document] = []
+            for draft in pending:
+                docs.append(
+                    {
+                        "room": draft.room,
+                        "seq": following[draft.room],
+                        "ts": now,
+                        "sender_id": draft.sender_id,
+                        "sender_name": draft.sender_name,
+                        "text": draft.text,
+                        "client_id": draft.client_id,
+                    }
+                )
+                following[draft.room] += 1
             try:
                 await self._messages.insert_many(docs, ordered=True)
             except BulkWriteError as exc:
                 inserted = int(exc.details.get("nInserted", 0))
                 errors = exc.details.get("writeErrors") or [{}]
                 if errors[0].get("code") != DUPLICATE_KEY:
-                    self._last_written.pop(room, None)
+                    self._forget(rooms)
                     raise
-                for doc in docs[:inserted]:
-                    stored[(doc["sender_id"], doc["client_id"])] = doc
+                self._keep(docs[:inserted], stored)
                 loser = pending[inserted]
                 existing = await self._messages.find_one(
-                    {"room": room, "sender_id": loser.sender_id, "client_id": loser.client_id}
+                    {"room": loser.room, "sender_id": loser.sender_id, "client_id": loser.client_id}
                 )
                 if existing is not None:  # a retry: its number is still free
-                    earlier[(loser.sender_id, loser.client_id)] = existing
+                    earlier[_key(loser)] = existing
                     pending = pending[inserted + 1 :]
-                    self._last_written[room] = last + inserted
                 else:  # another node took the number: read the highest again
+                    races[loser.room] = races.get(loser.room, 0) + 1
+                    if races[loser.room] >= MAX_SEQUENCE_RACES:
+                        raise RuntimeError(
+                            f"room {loser.room}: lost the sequence race {MAX_SEQUENCE_RACES} times"
+                        ) from exc
                     pending = pending[inserted:]
-                    self._last_written.pop(room, None)
+                    self._last_written.pop(loser.room, None)
                 continue
             except BaseException:
-                self._last_written.pop(room, None)  # the write may or may not have landed
+                self._forget(rooms)  # the write may or may not have landed
                 raise
-            for doc in docs:
-                stored[(doc["sender_id"], doc["client_id"])] = doc
-            self._remember(room, docs[-1]["seq"])
+            self._keep(docs, stored)
             return stored
-        raise RuntimeError(f"room {room}: lost the sequence race {MAX_SEQUENCE_RACES} times")
+        return stored
+
+    def _keep(self, docs: list[Document], stored: dict[DraftKey, Document]) -> None:
+        """Record inserted documents and move each room's remembered sequence past them."""
+        for doc in docs:
+            stored[(doc["room"], doc["sender_id"], doc["client_id"])] = doc
+            self._remember(doc["room"], doc["seq"])
+
+    def _forget(self, rooms: list[str]) -> None:
+        for room in rooms:
+            self._last_written.pop(room, None)
 
     def _remember(self, room: str, seq: int) -> None:
         if len(self._last_written) >= MAX_REMEMBERED_ROOMS and room not in self._last_written:
