@@ -97,6 +97,30 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30)
     raise RuntimeError(f"server did not listen on {port}")
 
 
+def _history_writes(port: int) -> dict[str, float]:
+    """papo's durable history writes in this scenario, from its own /metrics: the mean
+    and the bucket bound the 99th percentile falls under (fan-out waits for them)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    total = count = 0.0
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "papo_history_write_seconds_sum":
+            total = float(value)
+        elif name == "papo_history_write_seconds_count":
+            count = float(value)
+        elif name.startswith('papo_history_write_seconds_bucket{le="'):
+            bound = name.split('"')[1]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(value)))
+    if not count:
+        return {}
+    p99 = next(bound for bound, seen in sorted(buckets) if seen >= 0.99 * count)
+    return {
+        "history_write_ms": round(1000 * total / count, 2),
+        "history_write_p99_ms": round(1000 * p99, 1),
+    }
+
+
 class Bench:
     def __init__(self, sizes: dict[str, dict[str, Any]], data_dir: Path) -> None:
         self.sizes = sizes
@@ -227,6 +251,8 @@ class Bench:
             result["server_cpu_pct"] = round(
                 100 * (_cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - wall_before)
             )
+            if row.protocol == "papo":
+                result.update(_history_writes(port))
             return result
 
     def run(self, rows: list[Row], scenarios: list[str]) -> None:
@@ -258,9 +284,16 @@ METRICS = {
         ("max_ms", "max ms", None),
         ("delivered_pct", "delivered %", None),
         ("server_cpu_pct", "server CPU %", None),
+        ("history_write_ms", "history write ms (mean)", None),
+        ("history_write_p99_ms", "history write p99 ≤ ms", None),
     ],
     "s3": [("rss_per_conn_kib", "KiB/conn", False), ("connects_per_s", "connects/s", True)],
-    "s4": [("delivered_pct", "delivered %", None), ("p99_ms", "p99 ms", False)],
+    "s4": [
+        ("delivered_pct", "delivered %", None),
+        ("p99_ms", "p99 ms", False),
+        ("history_write_ms", "history write ms (mean)", None),
+        ("history_write_p99_ms", "history write p99 ≤ ms", None),
+    ],
     "s5": [
         ("resume_seconds", "resume s", None),
         ("missed", "missed", None),

@@ -325,6 +325,7 @@ async def test_metrics_count_connections_frames_errors_and_batches(
     assert lines['papo_ws_frames_in_total{type="message.send"}'] >= 1
     assert lines['papo_ws_errors_total{code="not_found"}'] >= 1
     assert lines["papo_history_write_batch_size_count"] >= 1
+    assert lines["papo_history_write_seconds_count"] == lines["papo_history_write_batch_size_count"]
     assert lines["papo_fanout_deliveries_total"] >= 1
     assert lines["papo_messages_stored_total"] >= 1
     assert "papo_fanout_seconds_bucket" in text

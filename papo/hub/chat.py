@@ -148,9 +148,10 @@ class Chat:
         buffered = connection.catching_up.pop(room, [])
         if sent_up_to > 0:
             connection.replayed_upto[room] = sent_up_to
-        for seq, text in buffered:
-            if replay_allows(connection, room, seq):
-                connection.push(text)
+        with self.hub.fanout.writes.batch():
+            for seq, text in buffered:
+                if replay_allows(connection, room, seq):
+                    connection.push(text)
 
     async def leave(self, connection: Connection, frame: f.RoomLeave) -> dict[str, Any]:
         room = await self._room(connection, frame.room, member=True)
@@ -310,15 +311,14 @@ class Chat:
                 page = await self.hub.history.after(room, sent_up_to, REPLAY_PAGE)
                 if not page:
                     break
-                for message in page:
-                    connection.push(encode_event(message_event(message)).decode())
-                    replayed += 1
+                with self.hub.fanout.writes.batch():  # a page reaches the socket in one write
+                    for message in page:
+                        connection.push(encode_event(message_event(message)).decode())
+                replayed += len(page)
                 sent_up_to = page[-1].seq
             return {"replayed": replayed, "last_seq": max(last, sent_up_to), "reset": False}
         finally:
-            self._flush(
-                connection, room, sent_up_to=max(sent_up_to, last if "last" in dir() else 0)
-            )
+            self._flush(connection, room, sent_up_to=max(sent_up_to, last))
 
     async def read(self, connection: Connection, frame: f.Read) -> dict[str, Any]:
         await self._room(connection, frame.room, member=True)

@@ -15,9 +15,12 @@ that tag and skipped. Local recipients so never wait for the round trip through 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import msgspec
 
@@ -30,6 +33,29 @@ from papo.protocol.frames import Event, MessageEvent, RoomLeft, UserRef
 
 encoder = msgspec.json.Encoder()
 ORIGIN_BYTES = 8  # the publishing node's tag in front of payloads on a shared broker
+
+
+class WriteBatches(Protocol):
+    """How fan-out tells the sockets' side that several events are on their way, so each
+    socket can get them in one write (``papo.server.transport.WriteBatcher``)."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Writes made inside are held and written together when it ends."""
+        ...
+
+    def until_turn_ends(self) -> None:
+        """Hold writes until this loop turn ends."""
+        ...
+
+
+class WriteAtOnce:
+    """No batching: every write goes out at once (the hub without papo's server)."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def until_turn_ends(self) -> None:
+        return None
 
 
 def room_channel(room_id: str) -> str:
@@ -99,6 +125,7 @@ class Fanout:
         # Told when a person left a room, with their channel: the hub unsubscribes them.
         self.on_left: Callable[[str, str, list[Connection]], None] = lambda *_: None
         self._origin = os.urandom(ORIGIN_BYTES // 2).hex().encode()
+        self.writes: WriteBatches = WriteAtOnce()
         self.sequencer = Sequencer(
             history,
             self._emit,
@@ -140,23 +167,31 @@ class Fanout:
         await self.publish_many(channel, (event,))
 
     async def publish_many(self, channel: str, events: Sequence[Event]) -> None:
-        """Publish ``events`` in order; with a shared broker, local listeners get all of
-        them before the first round trip to the broker, so a batch reaches each local
-        socket in one write (papo.server.transport) instead of one per message."""
+        """Publish ``events`` in order. Local listeners get several events as one batch
+        (one write per socket) and, with a shared broker, before the first round trip
+        to the broker; a single event is written to each socket at once."""
         payloads = [pack(event) for event in events]
+        batch = self.writes.batch() if len(payloads) > 1 else contextlib.nullcontext()
         if self._local_first:
+            with batch:
+                for payload in payloads:
+                    self._route(channel, payload)
             for payload in payloads:
-                self._route(channel, payload)
-            payloads = [self._origin + payload for payload in payloads]
-        for payload in payloads:
-            await self.broker.publish(channel, payload)
+                await self.broker.publish(channel, self._origin + payload)
+            return
+        with batch:  # an ordered (in-process) broker delivers before publish returns
+            for payload in payloads:
+                await self.broker.publish(channel, payload)
 
     def deliver(self, channel: str, payload: bytes) -> None:
-        """The broker's callback; with a shared broker, skips this node's own echoes."""
+        """The broker's callback; with a shared broker, skips this node's own echoes.
+        What other nodes publish arrives as one delivery per event: those of one loop
+        turn are written to each socket together."""
         if self._local_first:
             if payload.startswith(self._origin):
                 return
             payload = payload[ORIGIN_BYTES:]
+            self.writes.until_turn_ends()
         self._route(channel, payload)
 
     def _route(self, channel: str, payload: bytes) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 FANOUT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
+WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 
 class HubMetrics:
@@ -68,6 +69,12 @@ class HubMetrics:
             "papo_history_write_batch_size",
             "Messages per durable history write.",
             buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.history_seconds = Histogram(
+            "papo_history_write_seconds",
+            "Time from a batch leaving the writer's line to being stored durably.",
+            buckets=WRITE_BUCKETS,
             registry=registry,
         )
         self.messages = Counter(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -69,12 +70,14 @@ class MessageWriter:
             self._task = None
 
     async def _write(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             stored = await self._history.append([item.draft for item in batch])
         except Exception as exc:
             log.warning("history write failed", extra={"drafts": len(batch), "error": repr(exc)})
             _fail(batch, exc)
             return
+        self._metrics.history_seconds.observe(time.perf_counter() - started)
         self._metrics.history_batch.observe(len(batch))
         self._metrics.messages.inc(sum(1 for message in stored if not message.duplicate))
         unique = list({(message.room, message.seq): message for message in stored}.values())

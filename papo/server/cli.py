@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -142,6 +143,11 @@ def _serve(settings: Settings) -> int:
 
     configure_logging(settings.log)
     server = uvicorn.Server(uvicorn_config(create_app(settings), settings))
+    # What exists now (modules, classes, functions: about 50,000 objects) lives as long
+    # as the process. Frozen, the cycle collector stops walking it: its full passes,
+    # which stop the loop and so every fan-out, get that much shorter.
+    gc.collect()
+    gc.freeze()
     server.run()
     return 0 if server.started else 1
 

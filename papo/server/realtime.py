@@ -6,7 +6,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -86,8 +86,8 @@ class Realtime:
     hub: Hub
     registry: Registry[Connection]
     directory: Directory
-    # Frames written during one loop turn go out together at its end.
-    batcher: WriteBatcher = field(default_factory=WriteBatcher)
+    # Several events fanned out together reach each socket in one write.
+    batcher: WriteBatcher
 
 
 def build_realtime(
@@ -123,7 +123,9 @@ def build_realtime(
     register_session_frames(registry, accounts)
     register_dashboard_frames(registry, hub)
     registry.freeze()
-    return Realtime(hub, registry, directory)
+    batcher = WriteBatcher()
+    hub.fanout.writes = batcher
+    return Realtime(hub, registry, directory, batcher)
 
 
 def node_name(settings: Settings) -> str:

@@ -1,20 +1,23 @@
-"""Frames out: each event framed once, and everything for one socket in one write.
+"""Frames out: each event framed once, and a batch for one socket in one write.
 
 A server-to-client text frame (unmasked, uncompressed: papo offers no compression) is
 the same bytes for every recipient, so papo frames an event once and writes those
 bytes to each recipient's socket, as ``websockets.broadcast`` does.
 
-Frames accepted during one turn of the event loop are held and written together at its
-end (``WriteBatcher``): when a batch of stored messages is published at once, each
-recipient gets all of them in one ``writev`` instead of one ``send`` per message. The
-send syscall per frame is where fan-out spends most of its time, and holding frames
-until the turn ends delays nothing (the loop would not write them sooner).
+A single event is written to each socket at once, so the first recipient does not wait
+for the others to be queued. A batch (several stored messages published together, or
+what a shared broker brought in during one loop turn) is held (``WriteBatcher``) and
+each recipient gets all of it in one ``writev`` when the batch ends, instead of one
+``send`` per message: the send syscall per frame is where fan-out spends most of its
+time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
+from collections.abc import Iterator
 from typing import Protocol
 
 TEXT_FRAME = 0x81  # FIN + opcode 1 (text); server frames are never masked
@@ -49,21 +52,51 @@ class Flushable(Protocol):
 
 
 class WriteBatcher:
-    """Transports with frames held this loop turn, flushed together when it ends."""
+    """Holds frames while a batch is fanned out, then writes each socket's at once.
 
-    __slots__ = ("_dirty", "_scheduled")
+    Batches nest; frames are written when the outermost one ends. Nothing may await
+    inside a batch: every socket's writes wait for its end.
+    """
+
+    __slots__ = ("_depth", "_dirty", "_turn_held")
 
     def __init__(self) -> None:
         self._dirty: list[Flushable] = []
-        self._scheduled = False
+        self._depth = 0
+        self._turn_held = False
+
+    @property
+    def holding(self) -> bool:
+        return self._depth > 0
 
     def hold(self, transport: Flushable) -> None:
+        """``transport`` has frames to write when the batch ends."""
         self._dirty.append(transport)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
 
-    def _flush(self) -> None:
-        dirty, self._dirty, self._scheduled = self._dirty, [], False
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._end()
+
+    def until_turn_ends(self) -> None:
+        """Hold everything written until this loop turn ends (for input that arrives
+        as many small deliveries in one turn, such as a shared broker's)."""
+        if not self._turn_held:
+            self._turn_held = True
+            self._depth += 1
+            asyncio.get_running_loop().call_soon(self._turn_ended)
+
+    def _turn_ended(self) -> None:
+        self._turn_held = False
+        self._end()
+
+    def _end(self) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
+        dirty, self._dirty = self._dirty, []
         for transport in dirty:
             transport.flush()

@@ -13,9 +13,9 @@ papo's ``Connection`` and ``Session``; no task runs while it is idle. A task exi
 while frames are being handled (one at a time, in order) and while papo cleans up.
 
 This object is also the hub's transport for the connection: fan-out frames are framed
-once and written to the socket at the end of the loop turn (``WriteBatcher``); when
-the socket's buffer is full they wait in the connection's outbox and ``send_text``
-writes them as the buffer drains.
+once and written to the socket at once, or when a batch of them ends
+(``WriteBatcher``); when the socket's buffer is full they wait in the connection's
+outbox and ``send_text`` writes them as the buffer drains.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._closing = False  # our close frame is out (or we gave up on the peer)
         self._paused = False  # the socket's buffer is over its high-water mark
         self._drained: asyncio.Future[None] | None = None
-        self._held: list[bytes] | None = None  # frames accepted this loop turn
+        self._held: list[bytes] | None = None  # frames accepted during a batch
         self._batcher: WriteBatcher | None = None
         self._inbox: deque[str | bytes] | None = None
         self._read_paused = False
@@ -407,7 +407,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def try_write(self, text: str) -> bool:
         held = self._held
         if held is not None:
-            # Already holding frames this turn: everything after them joins, in order.
+            # Already holding frames in this batch: everything after them joins, in order.
             held.append(text_frame(text))
             return True
         transport, batcher = self._transport, self._batcher
@@ -415,12 +415,15 @@ class WebSocketProtocol(asyncio.Protocol):
             return False
         if transport.is_closing():
             return False
-        self._held = [text_frame(text)]
-        batcher.hold(self)
+        if batcher.holding:
+            self._held = [text_frame(text)]
+            batcher.hold(self)
+        else:
+            transport.write(text_frame(text))
         return True
 
     def flush(self) -> None:
-        """Write the frames held this turn in one call (one ``writev`` for several)."""
+        """Write the frames held in this batch in one call (one ``writev`` for several)."""
         held, self._held = self._held, None
         transport = self._transport
         if not held or transport is None or transport.is_closing():
