@@ -39,14 +39,14 @@ LOADGEN = ROOT / "bench" / "loadgen"
 SERVER_CORE, LOADGEN_CORE = "0", "1"
 JWT_SECRET = "bench-secret-" + "x" * 40
 
-FULL = {
+FULL: dict[str, dict[str, Any]] = {
     "s1": {"subscribers": 1000, "warmup": 2, "seconds": 8, "window": 20, "repeats": 3},
     "s2": {"subscribers": 1000, "rate": 20, "seconds": 15},
     "s3": {"connections": 5000, "hold": 3},
     "s4": {"clients": 1000, "seconds": 15},
     "s5": {"clients": 1000, "rate": 20},
 }
-QUICK = {
+QUICK: dict[str, dict[str, Any]] = {
     "s1": {"subscribers": 50, "warmup": 0.5, "seconds": 1.5, "window": 10, "repeats": 1},
     "s2": {"subscribers": 50, "rate": 20, "seconds": 2},
     "s3": {"connections": 200, "hold": 1},
@@ -272,7 +272,7 @@ class Bench:
                 )
 
 
-METRICS = {
+METRICS: dict[str, list[tuple[str, str, bool | None]]] = {
     "s1": [
         ("deliveries_per_s", "deliveries/s", True),
         ("server_cpu_pct", "server CPU %", None),

@@ -123,7 +123,7 @@ async def test_algorithm_confusion_is_refused(issuer_http: httpx.AsyncClient) ->
 
 
 async def test_alg_none_from_a_trusted_issuer_is_refused(issuer_http: httpx.AsyncClient) -> None:
-    unsigned = jwt.encode(_claims("https://shop.example", "u", aud="papo"), None, algorithm="none")
+    unsigned = jwt.encode(_claims("https://shop.example", "u", aud="papo"), "", algorithm="none")
     assert (await _me(issuer_http, unsigned)).status_code == 401
 
 

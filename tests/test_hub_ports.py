@@ -21,7 +21,7 @@ from papo.hub.history_memory import MemoryHistory
 from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.presence_memory import MemoryPresence
-from papo.hub.rooms import Room, RoomStore
+from papo.hub.rooms import Room, RoomKind, RoomStore
 from papo.hub.rooms_cache import CachedRoomStore
 from papo.hub.rooms_memory import MemoryRoomStore
 from papo.persistence.broker_redis import RedisBroker
@@ -176,12 +176,12 @@ async def rooms(
     await pool.close()
 
 
-def _room(kind: str = "public") -> Room:
+def _room(kind: RoomKind = "public") -> Room:
     return Room(
         id=f"r_{secrets.token_hex(6)}",
         kind=kind,
         name="n",
-        topic="t",  # type: ignore[arg-type]
+        topic="t",
         created_by="u1",
         created_at=datetime.now(UTC),
     )

@@ -213,7 +213,7 @@ async def test_a_restarted_papo_serve_loses_no_acked_message(
         await _wait_ready(url, second, log)
         await asyncio.wait_for(sending, 60)
         history = await client.request("history", room=room, limit=200, before=None)
-        seqs = []
+        seqs: list[int] = []
         before = None
         while True:
             page = await client.request(

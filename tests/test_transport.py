@@ -107,7 +107,8 @@ async def test_a_reader_that_stalls_gets_every_frame_in_order_when_it_reads_agai
     # The suite runs on uvloop, as `papo serve` does: its transports are not asyncio's.
     assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
     talker, reader, _ = await _stalled_reader(roomy_server, http)
-    seqs, texts = [], []
+    seqs: list[int] = []
+    texts: list[str] = []
     while len(texts) < STALL_MESSAGES:
         frame = msgspec.json.decode(await asyncio.wait_for(reader.recv(), 10))
         if frame["type"] == "message":

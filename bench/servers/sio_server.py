@@ -12,13 +12,13 @@ sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
 app = socketio.ASGIApp(sio)
 
 
-@sio.on("join")  # type: ignore[misc]
+@sio.on("join")  # type: ignore[untyped-decorator]
 async def join(sid: str, room: str) -> str:
     await sio.enter_room(sid, room)
     return "joined"
 
 
-@sio.on("pub")  # type: ignore[misc]
+@sio.on("pub")  # type: ignore[untyped-decorator]
 async def pub(sid: str, frame: dict[str, Any]) -> None:
     await sio.emit("msg", frame["data"], room=frame["room"])
 

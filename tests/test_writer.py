@@ -1,0 +1,115 @@
+"""The message writer's group commit: what senders and rooms see from it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+
+from papo.hub.history import Draft, Stored
+from papo.hub.history_memory import MemoryHistory
+from papo.hub.metrics import HubMetrics
+from papo.hub.writer import MessageWriter
+from papo.persistence.history_mongo import MongoHistory
+from papo.server.embedded.process import free_port
+
+
+def _sample(metrics: HubMetrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name)
+    return value or 0.0
+
+
+def _draft(room: str, client_id: str, sender: str = "u1") -> Draft:
+    return Draft(room, sender, "U", f"text {client_id}", client_id)
+
+
+async def test_sends_from_many_rooms_share_one_durable_write() -> None:
+    metrics = HubMetrics(CollectorRegistry())
+    published: list[list[tuple[str, int]]] = []
+
+    async def publish(messages: Sequence[Stored]) -> None:
+        published.append([(m.room, m.seq) for m in messages])
+
+    writer = MessageWriter(MemoryHistory(), publish, metrics)
+    drafts = [_draft(room, str(n)) for n in range(3) for room in ("a", "b", "c")]
+    futures = [writer.submit(draft) for draft in drafts]  # all in one loop turn
+    stored = await asyncio.gather(*futures)
+
+    assert _sample(metrics, "papo_history_write_batch_size_count") == 1, "one write for all"
+    assert _sample(metrics, "papo_history_write_batch_size_sum") == 9
+    assert _sample(metrics, "papo_history_write_seconds_count") == 1
+    assert [(m.room, m.seq) for m in stored] == [
+        (room, n + 1) for n in range(3) for room in ("a", "b", "c")
+    ], "each sender gets its own room's next number, in the order sent"
+    (batch,) = published
+    for room in ("a", "b", "c"):
+        assert [seq for r, seq in batch if r == room] == [1, 2, 3], "published in order"
+
+
+async def test_sends_while_a_write_is_in_flight_go_into_the_next_one() -> None:
+    metrics = HubMetrics(CollectorRegistry())
+    published: list[Stored] = []
+
+    async def publish(messages: Sequence[Stored]) -> None:
+        published.extend(messages)
+
+    writer = MessageWriter(MemoryHistory(), publish, metrics)
+    first = writer.submit(_draft("a", "1"))
+    await asyncio.sleep(0)  # the first write has started
+    later = [writer.submit(_draft(room, "2")) for room in ("a", "b")]
+    await asyncio.gather(first, *later)
+    assert _sample(metrics, "papo_history_write_batch_size_count") == 2
+    assert [(m.room, m.seq) for m in published] == [("a", 1), ("a", 2), ("b", 1)]
+
+
+async def test_a_failed_write_refuses_every_send_in_it_and_publishes_nothing() -> None:
+    metrics = HubMetrics(CollectorRegistry())
+    published: list[Stored] = []
+
+    async def publish(messages: Sequence[Stored]) -> None:
+        published.extend(messages)
+
+    # A real MongoDB client pointed at a port nobody listens on.
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=300
+    )
+    writer = MessageWriter(MongoHistory(client, "nowhere"), publish, metrics)
+    try:
+        futures = [writer.submit(_draft(room, "1")) for room in ("a", "b")]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    finally:
+        await client.close()
+    assert all(isinstance(result, Exception) for result in results), "no send acknowledged"
+    assert published == []
+    assert _sample(metrics, "papo_messages_stored_total") == 0
+
+
+async def test_a_failed_publish_refuses_the_sends_it_carried() -> None:
+    metrics = HubMetrics(CollectorRegistry())
+
+    async def publish(messages: Sequence[Stored]) -> None:
+        raise ConnectionError("broker unreachable")
+
+    writer = MessageWriter(MemoryHistory(), publish, metrics)
+    with pytest.raises(ConnectionError):
+        await writer.submit(_draft("a", "1"))
+
+
+async def test_drain_writes_what_is_queued_then_refuses_new_sends() -> None:
+    metrics = HubMetrics(CollectorRegistry())
+    published: list[Stored] = []
+
+    async def publish(messages: Sequence[Stored]) -> None:
+        await asyncio.sleep(0.05)  # a slow broker: drain must wait for it
+        published.extend(messages)
+
+    writer = MessageWriter(MemoryHistory(), publish, metrics)
+    futures = [writer.submit(_draft("a", str(n))) for n in range(5)]
+    await writer.drain(5.0)
+    assert [m.seq for m in published] == [1, 2, 3, 4, 5]
+    assert all(future.done() and not future.exception() for future in futures)
+    with pytest.raises(RuntimeError, match="shutting down"):
+        writer.submit(_draft("a", "late"))
