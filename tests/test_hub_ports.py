@@ -404,6 +404,23 @@ async def test_broker_delivers_subscribed_channels_in_publish_order(
     assert len(got) == 100
 
 
+async def test_broker_publishes_a_batch_across_channels_in_order(
+    broker_factory: Callable[[], Broker],
+) -> None:
+    broker = broker_factory()
+    got: list[tuple[str, bytes]] = []
+    await broker.start(lambda channel, payload: got.append((channel, payload)), lambda: None)
+    a, b, quiet = _name("a"), _name("b"), _name("quiet")
+    await broker.subscribe(a)
+    await broker.subscribe(b)
+    await asyncio.sleep(0.05)
+    batch = [(a if i % 3 else b, b"%d" % i) for i in range(60)] + [(quiet, b"unheard")]
+    await broker.publish_many(batch)
+    await broker.publish_many([(a, b"alone")])
+    await _until(lambda: len(got) >= 61)
+    assert got == [*batch[:-1], (a, b"alone")], "every payload once, in the order given"
+
+
 def _count(reply: Any, channel: str) -> int:
     """PUBSUB (SHARD)NUMSUB's reply, parsed by redis-py into pairs or left flat."""
     flat = not isinstance(reply[0], tuple)
@@ -473,12 +490,14 @@ async def test_redis_broker_survives_a_redis_restart(tmp_path: Path) -> None:
         await _until(lambda: not broker.ready)
         with pytest.raises(BrokerError):
             await broker.publish("room:x", b"during")
+        with pytest.raises(BrokerError):
+            await broker.publish_many([("room:x", b"during"), ("room:y", b"during")])
         process = ManagedProcess("redis", argv, log_path=tmp_path / "redis.log")
         wait_for_port(process, port)
         await _until(lambda: broker.ready and resubscribed == [1], seconds=10)
         await broker.publish("room:x", b"after")
         await _until(lambda: got == [b"before", b"after"])
-        assert _sample(metrics, "papo_broker_errors_total", op="publish") == 1
+        assert _sample(metrics, "papo_broker_errors_total", op="publish") == 2
         assert _sample(metrics, "papo_broker_reconnects_total") == 1
     finally:
         await broker.stop()

@@ -13,13 +13,15 @@ Contract:
   from history whatever was published meanwhile.
 - Delivery goes to the single handler given to ``start``; adapters never import the hub.
 - Delivery is at most once: history (by sequence number) fills gaps.
-- ``publish`` raises ``BrokerError`` when the payload may not have reached the other
-  nodes; ``ready`` is False while the adapter knows it cannot deliver.
+- ``publish_many(items)`` publishes ``(channel, payload)`` pairs in the given order, as
+  one round trip where the server allows it (a batch of stored messages from many rooms).
+- ``publish``/``publish_many`` raise ``BrokerError`` when a payload may not have reached
+  the other nodes; ``ready`` is False while the adapter knows it cannot deliver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 DeliveryHandler = Callable[[str, bytes], None]
@@ -48,3 +50,5 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None: ...
 
     async def publish(self, channel: str, payload: bytes) -> None: ...
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None: ...

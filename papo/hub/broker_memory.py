@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from papo.hub.broker import DeliveryHandler, ResubscribedHandler
 
 
@@ -29,3 +31,8 @@ class MemoryBroker:
     async def publish(self, channel: str, payload: bytes) -> None:
         if self._deliver is not None and channel in self._channels:
             self._deliver(channel, payload)
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        for channel, payload in items:
+            if self._deliver is not None and channel in self._channels:
+                self._deliver(channel, payload)

@@ -167,21 +167,36 @@ class Fanout:
         await self.publish_many(channel, (event,))
 
     async def publish_many(self, channel: str, events: Sequence[Event]) -> None:
-        """Publish ``events`` in order. Local listeners get several events as one batch
-        (one write per socket) and, with a shared broker, before the first round trip
-        to the broker; a single event is written to each socket at once."""
-        payloads = [pack(event) for event in events]
-        batch = self.writes.batch() if len(payloads) > 1 else contextlib.nullcontext()
+        await self.publish_batches([(channel, events)])
+
+    async def publish_batches(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        """Publish each channel's events in order, all channels in one broker call.
+
+        Local listeners get a channel's several events as one batch (one write per
+        socket) and, with a shared broker, before the round trip to it; a single event
+        is written to each socket at once.
+        """
+        packed = [(channel, [pack(event) for event in events]) for channel, events in batches]
         if self._local_first:
-            with batch:
-                for payload in payloads:
-                    self._route(channel, payload)
-            for payload in payloads:
-                await self.broker.publish(channel, self._origin + payload)
+            for channel, payloads in packed:
+                with self._batch(payloads):
+                    for payload in payloads:
+                        self._route(channel, payload)
+            origin = self._origin
+            await self.broker.publish_many(
+                [
+                    (channel, origin + payload)
+                    for channel, payloads in packed
+                    for payload in payloads
+                ]
+            )
             return
-        with batch:  # an ordered (in-process) broker delivers before publish returns
-            for payload in payloads:
-                await self.broker.publish(channel, payload)
+        for channel, payloads in packed:
+            with self._batch(payloads):  # an in-process broker delivers before returning
+                await self.broker.publish_many([(channel, payload) for payload in payloads])
+
+    def _batch(self, payloads: list[bytes]) -> AbstractContextManager[None]:
+        return self.writes.batch() if len(payloads) > 1 else contextlib.nullcontext()
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """The broker's callback; with a shared broker, skips this node's own echoes.

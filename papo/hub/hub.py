@@ -28,6 +28,15 @@ from papo.protocol.frames import Event, PresenceChanged, RoomLeft, TypingEvent, 
 log = logging.getLogger("papo.hub")
 
 
+def _channels(room: str) -> list[str]:
+    """A room's events go to its channel; a DM's to both people's own channels, so they
+    follow them to every device they have online."""
+    members = dm_members(room)
+    if members is None:
+        return [room_channel(room)]
+    return [user_channel(user_id) for user_id in dict.fromkeys(members)]
+
+
 @dataclass(frozen=True)
 class HubLimits:
     max_outbox: int = 1024
@@ -126,25 +135,19 @@ class Hub:
         await self._publish_to_room(room, (event,))
 
     async def _publish_to_room(self, room: str, events: Sequence[Event]) -> None:
-        """A room's events to its channel; a DM's to both people's own channels, so they
-        follow them to every device they have online."""
-        members = dm_members(room)
-        if members is None:
-            await self.fanout.publish_many(room_channel(room), events)
-            return
-        for user_id in dict.fromkeys(members):
-            await self.fanout.publish_many(user_channel(user_id), events)
+        await self.fanout.publish_batches([(channel, events) for channel in _channels(room)])
 
     async def _publish_messages(self, messages: Sequence[Stored]) -> None:
         # Duplicates (retried sends) are published again: if the first attempt stored the
         # message but could not publish it, this is where the room gets it; nodes drop
         # copies they already handed out.
-        # One call per room (a writer's batch spans rooms): see Fanout.publish_many.
+        # A writer's batch spans rooms: each room's events together, one broker call.
         by_room: dict[str, list[Event]] = {}
         for message in messages:
             by_room.setdefault(message.room, []).append(message_event(message))
-        for room, events in by_room.items():
-            await self._publish_to_room(room, events)
+        await self.fanout.publish_batches(
+            [(channel, events) for room, events in by_room.items() for channel in _channels(room)]
+        )
 
     # --- connection lifecycle -------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection
@@ -109,6 +110,20 @@ class RedisBroker:
             await self._publisher.execute_command(  # type: ignore[no-untyped-call]
                 self._publish_command, channel, payload
             )
+        except (RedisError, OSError) as exc:
+            self._metrics.broker_errors.labels("publish").inc()
+            raise BrokerError(f"could not publish to Redis: {exc}") from exc
+
+    async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
+        if len(items) == 1:
+            await self.publish(*items[0])
+            return
+        # One round trip; a pipeline keeps the commands in order on one connection.
+        pipeline = self._publisher.pipeline(transaction=False)
+        for channel, payload in items:
+            pipeline.execute_command(self._publish_command, channel, payload)
+        try:
+            await pipeline.execute()
         except (RedisError, OSError) as exc:
             self._metrics.broker_errors.labels("publish").inc()
             raise BrokerError(f"could not publish to Redis: {exc}") from exc
