@@ -29,8 +29,7 @@ class MemoryBroker:
         self._channels.discard(channel)
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        if self._deliver is not None and channel in self._channels:
-            self._deliver(channel, payload)
+        await self.publish_many([(channel, payload)])
 
     async def publish_many(self, items: Sequence[tuple[str, bytes]]) -> None:
         for channel, payload in items:

@@ -170,11 +170,11 @@ class Fanout:
         await self.publish_batches([(channel, events)])
 
     async def publish_batches(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
-        """Publish each channel's events in order, all channels in one broker call.
+        """Publish each channel's events in order.
 
         Local listeners get a channel's several events as one batch (one write per
-        socket) and, with a shared broker, before the round trip to it; a single event
-        is written to each socket at once.
+        socket); a single event is written to each socket at once. With a shared broker
+        they get them before the round trip, and all channels go to the broker in one.
         """
         packed = [(channel, [pack(event) for event in events]) for channel, events in batches]
         if self._local_first:

@@ -132,10 +132,7 @@ class Hub:
     # --- publishing ---------------------------------------------------------------------
 
     async def publish_to_room(self, room: str, event: Event) -> None:
-        await self._publish_to_room(room, (event,))
-
-    async def _publish_to_room(self, room: str, events: Sequence[Event]) -> None:
-        await self.fanout.publish_batches([(channel, events) for channel in _channels(room)])
+        await self.fanout.publish_batches([(channel, (event,)) for channel in _channels(room)])
 
     async def _publish_messages(self, messages: Sequence[Stored]) -> None:
         # Duplicates (retried sends) are published again: if the first attempt stored the
