@@ -113,3 +113,21 @@ async def test_drain_writes_what_is_queued_then_refuses_new_sends() -> None:
     assert all(future.done() and not future.exception() for future in futures)
     with pytest.raises(RuntimeError, match="shutting down"):
         writer.submit(_draft("a", "late"))
+
+
+async def test_drain_gives_up_at_its_deadline_and_refuses_what_still_waits() -> None:
+    metrics = HubMetrics(CollectorRegistry())
+    release = asyncio.Event()
+
+    async def publish(messages: Sequence[Stored]) -> None:
+        await release.wait()  # a broker that never answers
+
+    writer = MessageWriter(MemoryHistory(), publish, metrics)
+    in_flight = writer.submit(_draft("a", "1"))
+    await asyncio.sleep(0)  # its write has started
+    waiting = writer.submit(_draft("a", "2"))
+    await asyncio.wait_for(writer.drain(0.1), 5)
+    for send in (in_flight, waiting):  # neither is acknowledged; both senders are told
+        with pytest.raises(RuntimeError, match="shutting down"):
+            await send
+    assert _sample(metrics, "papo_messages_stored_total") == 1  # stored, never acknowledged

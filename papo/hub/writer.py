@@ -41,8 +41,8 @@ class MessageWriter:
         self._publish = publish
         self._metrics = metrics
         self._waiting: deque[_Pending] = deque()
+        # Exists exactly while drafts wait or a write is in flight.
         self._task: asyncio.Task[None] | None = None
-        self._writing = False
         self._accepting = True
 
     def submit(self, draft: Draft) -> asyncio.Future[Stored]:
@@ -61,13 +61,13 @@ class MessageWriter:
             while self._waiting:
                 size = min(MAX_BATCH, len(self._waiting))
                 batch = [self._waiting.popleft() for _ in range(size)]
-                self._writing = True
                 try:
                     await self._write(batch)
-                finally:
-                    self._writing = False
+                except asyncio.CancelledError:  # drain gave up on this write: no ack
+                    _fail(batch, RuntimeError("papo is shutting down"))
+                    raise
         finally:
-            self._task = None
+            self._task = None  # nothing waits and nothing is being written
 
     async def _write(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
@@ -99,14 +99,14 @@ class MessageWriter:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._writing or self._waiting:
+        while self._task is not None:
             if loop.time() > deadline:
                 log.warning("drain timed out with unwritten messages (not acknowledged)")
                 break
             await asyncio.sleep(0.01)
         _fail(list(self._waiting), RuntimeError("papo is shutting down"))
         self._waiting.clear()
-        task.cancel()
+        task.cancel()  # a write still in flight after the deadline is abandoned, unacked
         await asyncio.gather(task, return_exceptions=True)
 
 
