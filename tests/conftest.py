@@ -7,6 +7,7 @@ launcher ``papo dev`` uses, on random loopback ports, and stopped at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ import httpx
 import msgspec
 import pytest
 import uvloop
+from pymongo import AsyncMongoClient
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
 
@@ -95,6 +97,31 @@ async def base_settings(service_urls: dict[str, str]) -> Settings:
 @pytest.fixture
 def settings(base_settings: Settings) -> Settings:
     return base_settings
+
+
+@asynccontextmanager
+async def unanswering_mongo() -> AsyncIterator[AsyncMongoClient[dict[str, object]]]:
+    """A real MongoDB client whose server accepts connections and never answers: every
+    operation fails after a short server selection. (A port nobody listens on would do
+    too, but closing the client then can leak the socket of a connect in progress.)"""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=300
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
 
 
 @asynccontextmanager

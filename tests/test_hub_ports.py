@@ -18,6 +18,7 @@ from papo.hub.broker import Broker, BrokerError
 from papo.hub.broker_memory import MemoryBroker
 from papo.hub.history import Draft, History
 from papo.hub.history_memory import MemoryHistory
+from papo.hub.history_reads import SharedReads
 from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.presence_memory import MemoryPresence
@@ -35,7 +36,7 @@ from papo.server.embedded.process import ManagedProcess, free_port, wait_for_por
 from tests.cluster import throwaway_redis_argv
 
 
-@pytest.fixture(params=["memory", "mongo"])
+@pytest.fixture(params=["memory", "mongo", "mongo-shared-reads"])
 async def history(
     request: pytest.FixtureRequest, base_settings: Settings
 ) -> AsyncIterator[History]:
@@ -44,7 +45,9 @@ async def history(
         return
     assert base_settings.urls.mongo
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(base_settings.urls.mongo)
-    adapter = MongoHistory(client, f"contract_{secrets.token_hex(4)}")
+    adapter: History = MongoHistory(client, f"contract_{secrets.token_hex(4)}")
+    if request.param == "mongo-shared-reads":  # what the hub actually reads through
+        adapter = SharedReads(adapter, HubMetrics(CollectorRegistry()))
     await adapter.prepare()
     yield adapter
     await client.close()

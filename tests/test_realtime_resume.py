@@ -125,3 +125,48 @@ async def test_too_far_behind_gets_an_explicit_reset(
         with contextlib.suppress(TimeoutError):
             stray = await again.next_event(0.3)
             assert stray["type"] != "message", "nothing is replayed after a reset"
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_resume_storm_replays_exactly_and_shares_history_queries(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    talker = await connect(await register_and_login(http, prefix="talker"))
+    room = (await talker.request("room.create", name="storm"))["id"]
+    await talker.request("room.join", room=room)
+    sessions = [await register_and_login(http, prefix=f"r{i}") for i in range(4)]
+    for session in sessions:
+        await (await connect(session)).request("room.join", room=room)
+    for i in range(30):
+        await talker.send_message(room, f"m{i}")
+    before = (await http.get("/metrics")).text
+
+    # 40 connections come back at once, each having seen a different amount.
+    seen = [n % 30 for n in range(0, 40 * 7, 7)]
+    fresh = [await connect(sessions[n % 4]) for n in range(len(seen))]
+    reports = await asyncio.gather(
+        *(
+            client.request("resume", rooms={room: last})
+            for client, last in zip(fresh, seen, strict=True)
+        )
+    )
+
+    for client, last, report in zip(fresh, seen, reports, strict=True):
+        assert report["rooms"][room] == {"replayed": 30 - last, "last_seq": 30, "reset": False}
+        replayed = [e["seq"] for e in client.pending_events() if e["type"] == "message"]
+        assert replayed == list(range(last + 1, 31)), f"resumed after {last}"
+    after = (await http.get("/metrics")).text
+    asked = _metric(after, 'papo_history_reads_total{read="after"}') - _metric(
+        before, 'papo_history_reads_total{read="after"}'
+    )
+    queried = _metric(after, 'papo_history_queries_total{read="after"}') - _metric(
+        before, 'papo_history_queries_total{read="after"}'
+    )
+    assert asked == len(seen), "every connection read what it missed"
+    assert queried < asked / 2, f"{queried} queries for {asked} reads: not shared"

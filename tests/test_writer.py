@@ -7,14 +7,13 @@ from collections.abc import Sequence
 
 import pytest
 from prometheus_client import CollectorRegistry
-from pymongo import AsyncMongoClient
 
 from papo.hub.history import Draft, Stored
 from papo.hub.history_memory import MemoryHistory
 from papo.hub.metrics import HubMetrics
 from papo.hub.writer import MessageWriter
 from papo.persistence.history_mongo import MongoHistory
-from papo.server.embedded.process import free_port
+from tests.conftest import unanswering_mongo
 
 
 def _sample(metrics: HubMetrics, name: str) -> float:
@@ -72,16 +71,10 @@ async def test_a_failed_write_refuses_every_send_in_it_and_publishes_nothing() -
     async def publish(messages: Sequence[Stored]) -> None:
         published.extend(messages)
 
-    # A real MongoDB client pointed at a port nobody listens on.
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-        f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=300
-    )
-    writer = MessageWriter(MongoHistory(client, "nowhere"), publish, metrics)
-    try:
+    async with unanswering_mongo() as client:
+        writer = MessageWriter(MongoHistory(client, "nowhere"), publish, metrics)
         futures = [writer.submit(_draft(room, "1")) for room in ("a", "b")]
         results = await asyncio.gather(*futures, return_exceptions=True)
-    finally:
-        await client.close()
     assert all(isinstance(result, Exception) for result in results), "no send acknowledged"
     assert published == []
     assert _sample(metrics, "papo_messages_stored_total") == 0

@@ -17,6 +17,7 @@ from papo.hub.connection import Connection, Principal, State, Transport
 from papo.hub.dashboard import DashboardFeed
 from papo.hub.fanout import Fanout, message_event, room_channel, user_channel
 from papo.hub.history import History, Stored
+from papo.hub.history_reads import SharedReads
 from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.rooms import RoomStore
@@ -81,11 +82,12 @@ class Hub:
     ) -> None:
         self.broker = broker
         self.presence = presence
-        self.history = history
+        self.reads = SharedReads(history, metrics)  # concurrent resumes share queries
+        self.history: History = self.reads
         self.rooms = rooms
         self.metrics = metrics
         self.limits = limits
-        self.fanout = Fanout(broker, history, metrics, gap_wait=limits.gap_wait_seconds)
+        self.fanout = Fanout(broker, self.reads, metrics, gap_wait=limits.gap_wait_seconds)
         self.fanout.on_left = self._left_elsewhere
         self._background: set[asyncio.Task[None]] = set()
         self.writers = MessageWriter(history, self._publish_messages, metrics)
@@ -104,6 +106,7 @@ class Hub:
         await self.dashboard.stop()
         await self.presence.stop()
         await self.fanout.sequencer.close()
+        await self.reads.close()
         await self.broker.stop()
 
     async def _presence_changed(self, room: str, user: UserRef, online: bool) -> None:

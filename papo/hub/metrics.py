@@ -77,6 +77,18 @@ class HubMetrics:
             buckets=WRITE_BUCKETS,
             registry=registry,
         )
+        self.history_reads = Counter(
+            "papo_history_reads_total",
+            "History reads asked for (resume, gap fills), by read (after, last_seq; per room).",
+            ("read",),
+            registry=registry,
+        )
+        self.history_queries = Counter(
+            "papo_history_queries_total",
+            "Queries sent to the history store for those reads: concurrent reads share one.",
+            ("read",),
+            registry=registry,
+        )
         self.messages = Counter(
             "papo_messages_stored_total",
             "Messages stored (acknowledged) by this node.",
