@@ -98,6 +98,22 @@ async def test_a_reader_never_joins_a_query_that_started_before_it_asked(
     assert _queries(metrics, "after") == 2
 
 
+async def test_joiners_asking_for_the_same_page_share_one_query(store: MongoHistory) -> None:
+    metrics = HubMetrics(CollectorRegistry())
+    reads = SharedReads(store, metrics)
+    await _fill(store, "r", 80)
+    newest: list[tuple[int | None, int]] = [(None, limit) for limit in (1, 20, 50, 200)]
+    asked = newest * 10 + [(40, 5), (40, 50), (3, 10)]  # older pages: one query each
+
+    got = await asyncio.gather(*(reads.before("r", seq, limit) for seq, limit in asked))
+
+    for (seq, limit), page in zip(asked, got, strict=True):
+        assert _seqs(page) == _seqs(await store.before("r", seq, limit)), f"{seq} {limit}"
+    assert _seqs(got[1]) == list(range(61, 81)), "the newest 20, oldest first"
+    assert _reads(metrics, "before") == len(asked)
+    assert _queries(metrics, "before") == 3, "one query per page: newest, below 40, below 3"
+
+
 async def test_last_seqs_of_many_readers_are_one_query_per_room(store: MongoHistory) -> None:
     metrics = HubMetrics(CollectorRegistry())
     reads = SharedReads(store, metrics)

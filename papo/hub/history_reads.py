@@ -12,6 +12,9 @@ reads that wait together with one query, in the manner of the writer's group com
 - ``after`` reads of one room share one query from the lowest sequence asked; each
   reader gets exactly what its own query would have returned, and one whose window
   the shared page does not cover is asked again in the next query;
+- ``before`` reads of the same page (a room's newest messages, as every join asks for,
+  or those below the same sequence) share one query of the largest limit asked; each
+  reader gets the newest ``limit`` of it, exactly its own query's answer;
 - ``last_seqs`` reads share one query per distinct room.
 
 Writes and other reads go straight through. The hub wraps whatever history it is
@@ -43,6 +46,12 @@ class _After:
 
 
 @dataclass(slots=True)
+class _Before:
+    limit: int
+    done: asyncio.Future[list[Stored]]
+
+
+@dataclass(slots=True)
 class _LastSeqs:
     rooms: tuple[str, ...]
     done: asyncio.Future[dict[str, int]]
@@ -54,6 +63,8 @@ class SharedReads:
         self._metrics = metrics
         self._after_waiting: dict[str, list[_After]] = {}
         self._after_tasks: dict[str, asyncio.Task[None]] = {}  # per room, while readers wait
+        self._before_waiting: dict[tuple[str, int | None], list[_Before]] = {}
+        self._before_tasks: dict[tuple[str, int | None], asyncio.Task[None]] = {}
         self._last_waiting: list[_LastSeqs] = []
         self._last_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -65,9 +76,6 @@ class SharedReads:
 
     async def append(self, drafts: Sequence[Draft]) -> list[Stored]:
         return await self._history.append(drafts)
-
-    async def before(self, room: str, seq: int | None, limit: int) -> list[Stored]:
-        return await self._history.before(room, seq, limit)
 
     async def edit(self, room: str, seq: int, sender_id: str, text: str) -> Stored | None:
         return await self._history.edit(room, seq, sender_id, text)
@@ -83,6 +91,15 @@ class SharedReads:
         self._after_waiting.setdefault(room, []).append(_After(seq, limit, done))
         if room not in self._after_tasks:
             self._after_tasks[room] = self._start(self._read_after(room), f"papo-reads-{room}")
+        return await done
+
+    async def before(self, room: str, seq: int | None, limit: int) -> list[Stored]:
+        self._metrics.history_reads.labels("before").inc()
+        done: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
+        page = (room, seq)
+        self._before_waiting.setdefault(page, []).append(_Before(limit, done))
+        if page not in self._before_tasks:
+            self._before_tasks[page] = self._start(self._read_before(page), f"papo-reads-{room}")
         return await done
 
     async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
@@ -142,6 +159,25 @@ class SharedReads:
                 carried.append(reader)
         return carried
 
+    async def _read_before(self, page: tuple[str, int | None]) -> None:
+        room, seq = page
+        try:
+            while waiting := self._before_waiting.pop(page, None):
+                readers = [r for r in waiting if not r.done.done()]
+                if not readers:
+                    continue
+                try:
+                    self._metrics.history_queries.labels("before").inc()
+                    newest = await self._history.before(room, seq, max(r.limit for r in readers))
+                except Exception as exc:
+                    _fail(readers, exc)
+                    continue
+                for reader in readers:
+                    if not reader.done.done():
+                        reader.done.set_result(newest[-reader.limit :] if reader.limit else [])
+        finally:
+            del self._before_tasks[page]
+
     async def _read_last_seqs(self) -> None:
         try:
             while self._last_waiting:
@@ -165,7 +201,7 @@ class SharedReads:
                 reader.done.set_result({room: last[room] for room in reader.rooms})
 
 
-def _fail(readers: Sequence[_After | _LastSeqs], exc: Exception) -> None:
+def _fail(readers: Sequence[_After | _Before | _LastSeqs], exc: Exception) -> None:
     for reader in readers:
         if not reader.done.done():
             reader.done.set_exception(exc)

@@ -79,7 +79,7 @@ class HubMetrics:
         )
         self.history_reads = Counter(
             "papo_history_reads_total",
-            "History reads asked for (resume, gap fills), by read (after, last_seq; per room).",
+            "History reads asked (joins, resumes, gap fills), by read: after, before, last_seq.",
             ("read",),
             registry=registry,
         )
