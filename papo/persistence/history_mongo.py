@@ -8,18 +8,24 @@ acknowledged; the (room, seq) index settles races between nodes and the (room, s
 client id) index turns a retried send into a duplicate (see ``_insert``). In the common
 case a batch costs one round trip: the node remembers the last number it wrote per room
 and only reads the highest stored one again after losing a race.
+
+Every write here is idempotent by itself (a message by its draft key, an edit or a
+delete by its values), so a write whose reply is lost to a dropped connection or a
+primary change is simply tried once more (see ``_insert``, ``_once_more_if_lost``); the
+client is built without PyMongo's retryable writes (``persistence/mongo.py``), which
+would record every write server-side to do the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import AutoReconnect, BulkWriteError, ServerSelectionTimeoutError
 from pymongo.write_concern import WriteConcern
 
 from papo.hub.history import Draft, Stored
@@ -30,9 +36,29 @@ DUPLICATE_KEY = 11000
 MAX_SEQUENCE_RACES = 50
 MAX_REMEMBERED_ROOMS = 100_000
 
+T = TypeVar("T")
+
 
 def _key(draft: Draft) -> DraftKey:
     return (draft.room, draft.sender_id, draft.client_id)
+
+
+def _lost_in_flight(exc: AutoReconnect) -> bool:
+    """The write may have reached the server and only its reply was lost. A server that
+    could not be selected at all never saw it, and waiting for it again helps nobody."""
+    return not isinstance(exc, ServerSelectionTimeoutError)
+
+
+async def _once_more_if_lost(
+    attempt: Callable[[], Awaitable[T]], again: Callable[[], Awaitable[T]] | None = None
+) -> T:
+    """Run an idempotent write; if its reply is lost, run ``again`` (or it) once more."""
+    try:
+        return await attempt()
+    except AutoReconnect as exc:
+        if not _lost_in_flight(exc):
+            raise
+    return await (again or attempt)()
 
 
 def _stored(doc: Document, *, duplicate: bool = False) -> Stored:
@@ -103,9 +129,14 @@ class MongoHistory:
         sequences stay gapless even when a node dies mid-write. A draft whose client id
         is already stored (a retry, on this node or another) is refused by the other
         unique index and becomes a duplicate of the stored message instead.
+
+        If the connection drops mid-insert, the insert is sent once more, numbered from
+        the stored highest: drafts that had landed are refused by the draft-key index
+        and are returned as stored by this call, not as duplicates.
         """
         stored: dict[DraftKey, Document] = {}
         races: dict[str, int] = {}
+        sent_when_lost: set[DraftKey] = set()
         while pending:
             rooms = list(dict.fromkeys(draft.room for draft in pending))
             last = {room: self._last_written.get(room) for room in rooms}
@@ -142,7 +173,10 @@ class MongoHistory:
                 existing = await self._messages.find_one(
                     {"room": loser.room, "sender_id": loser.sender_id, "client_id": loser.client_id}
                 )
-                if existing is not None:  # a retry: its number is still free
+                if existing is not None and _key(loser) in sent_when_lost:
+                    stored[_key(loser)] = existing  # this call's own insert had landed
+                    pending = pending[inserted + 1 :]
+                elif existing is not None:  # a retry: its number is still free
                     earlier[_key(loser)] = existing
                     pending = pending[inserted + 1 :]
                 else:  # another node took the number: read the highest again
@@ -153,6 +187,12 @@ class MongoHistory:
                         ) from exc
                     pending = pending[inserted:]
                     self._last_written.pop(loser.room, None)
+                continue
+            except AutoReconnect as exc:
+                self._forget(rooms)  # the write may or may not have landed
+                if sent_when_lost or not _lost_in_flight(exc):
+                    raise
+                sent_when_lost.update(_key(draft) for draft in pending)
                 continue
             except BaseException:
                 self._forget(rooms)  # the write may or may not have landed
@@ -200,17 +240,25 @@ class MongoHistory:
         return dict(zip(unique, seqs, strict=True))
 
     async def edit(self, room: str, seq: int, sender_id: str, text: str) -> Stored | None:
-        doc = await self._messages.find_one_and_update(
-            {"room": room, "seq": seq, "sender_id": sender_id, "deleted": {"$ne": True}},
-            {"$set": {"text": text, "edited": True}},
-            return_document=ReturnDocument.AFTER,
+        doc = await _once_more_if_lost(
+            lambda: self._messages.find_one_and_update(
+                {"room": room, "seq": seq, "sender_id": sender_id, "deleted": {"$ne": True}},
+                {"$set": {"text": text, "edited": True}},
+                return_document=ReturnDocument.AFTER,
+            )
         )
         return _stored(doc) if doc else None
 
     async def delete(self, room: str, seq: int, sender_id: str) -> Stored | None:
-        doc = await self._messages.find_one_and_update(
-            {"room": room, "seq": seq, "sender_id": sender_id, "deleted": {"$ne": True}},
-            {"$set": {"text": "", "deleted": True}},
-            return_document=ReturnDocument.AFTER,
+        own = {"room": room, "seq": seq, "sender_id": sender_id}
+        gone = {"$set": {"text": "", "deleted": True}}
+        doc = await _once_more_if_lost(
+            lambda: self._messages.find_one_and_update(
+                {**own, "deleted": {"$ne": True}}, gone, return_document=ReturnDocument.AFTER
+            ),
+            # The lost attempt may have deleted it already: find it deleted, not missing.
+            lambda: self._messages.find_one_and_update(
+                own, gone, return_document=ReturnDocument.AFTER
+            ),
         )
         return _stored(doc) if doc else None

@@ -1,0 +1,155 @@
+"""History writes whose reply is lost (a dropped connection, a primary change) are tried
+once more and take effect exactly once: no lost message, no message stored twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.uri_parser import parse_uri
+
+from papo.hub.history import Draft
+from papo.persistence.history_mongo import MongoHistory
+from papo.persistence.mongo import connect_mongo
+from papo.server.config import Settings
+
+INSERT = b"\x02insert\x00"  # the first key of an OP_MSG insert command, as BSON
+FIND_AND_MODIFY = b"\x02findAndModify\x00"
+
+
+class ReplyCutter:
+    """A TCP proxy in front of the MongoDB-wire server. Armed with a command, it passes
+    the next such command to the server and then drops the connection instead of
+    passing the reply back: the write happens, its client never hears of it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.armed: bytes | None = None
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+        cut = asyncio.Event()
+
+        async def to_server() -> None:
+            while data := await reader.read(65536):
+                if self.armed is not None and self.armed in data:
+                    self.armed = None
+                    cut.set()  # before the command goes on, so its reply finds it set
+                upstream_writer.write(data)
+                await upstream_writer.drain()
+
+        async def to_client() -> None:
+            while data := await upstream_reader.read(65536):
+                if cut.is_set():
+                    self.cuts += 1
+                    break
+                writer.write(data)
+                await writer.drain()
+
+        pipes = [asyncio.create_task(to_server()), asyncio.create_task(to_client())]
+        self._pipes.update(pipes)
+        try:
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for pipe in pipes:
+                pipe.cancel()
+                self._pipes.discard(pipe)
+            await asyncio.gather(*pipes, return_exceptions=True)
+            writer.close()
+            upstream_writer.close()
+
+
+@pytest.fixture
+async def cutter(base_settings: Settings) -> AsyncIterator[tuple[ReplyCutter, str]]:
+    assert base_settings.urls.mongo
+    host, port = parse_uri(base_settings.urls.mongo)["nodelist"][0]
+    proxy = ReplyCutter(host, port)
+    proxy_port = await proxy.start()
+    yield proxy, f"mongodb://127.0.0.1:{proxy_port}/?directConnection=true"
+    await proxy.stop()
+
+
+@pytest.fixture
+async def direct(base_settings: Settings) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    assert base_settings.urls.mongo
+    client = connect_mongo(base_settings.urls.mongo)
+    yield client
+    await client.close()
+
+
+async def test_an_insert_whose_reply_is_lost_is_stored_once_and_acknowledged(
+    cutter: tuple[ReplyCutter, str], direct: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    proxy, url = cutter
+    database = f"failover_{secrets.token_hex(4)}"
+    client = connect_mongo(url)
+    history = MongoHistory(client, database)
+    try:
+        await history.prepare()
+        (first,) = await history.append([Draft("r", "u1", "U", "before", "c0")])
+        proxy.armed = INSERT
+        stored = await history.append(
+            [Draft("r", "u1", "U", f"m{n}", f"c{n}") for n in range(1, 4)]
+        )
+        after = await history.append([Draft("r", "u1", "U", "after", "c9")])
+    finally:
+        await client.close()
+
+    assert proxy.cuts == 1, "the insert's reply was dropped"
+    assert [(m.seq, m.duplicate) for m in stored] == [(2, False), (3, False), (4, False)], (
+        "acknowledged as stored by this send, not as someone's duplicate"
+    )
+    assert (first.seq, after[0].seq) == (1, 5), "numbering goes on without a gap"
+    docs = await direct[database]["messages"].find({"room": "r"}).sort("seq").to_list()
+    assert [(d["seq"], d["text"]) for d in docs] == [
+        (1, "before"),
+        (2, "m1"),
+        (3, "m2"),
+        (4, "m3"),
+        (5, "after"),
+    ], "each message stored exactly once"
+
+
+async def test_an_edit_or_delete_whose_reply_is_lost_still_reports_success(
+    cutter: tuple[ReplyCutter, str],
+) -> None:
+    proxy, url = cutter
+    client = connect_mongo(url)
+    history = MongoHistory(client, f"failover_{secrets.token_hex(4)}")
+    try:
+        await history.prepare()
+        (message,) = await history.append([Draft("r", "u1", "U", "typo", "c1")])
+        proxy.armed = FIND_AND_MODIFY
+        edited = await history.edit("r", message.seq, "u1", "fixed")
+        proxy.armed = FIND_AND_MODIFY
+        deleted = await history.delete("r", message.seq, "u1")
+        again = await history.delete("r", message.seq, "u1")
+    finally:
+        await client.close()
+
+    assert proxy.cuts == 2
+    assert edited is not None
+    assert edited.text == "fixed"
+    assert deleted is not None, "its first attempt had deleted it: found deleted, not missing"
+    assert deleted.deleted
+    assert again is None, "a delete the user repeats still finds nothing left to delete"
