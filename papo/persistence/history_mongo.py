@@ -35,6 +35,7 @@ DraftKey = tuple[str, str, str]  # (room, sender id, client id): what makes a se
 DUPLICATE_KEY = 11000
 MAX_SEQUENCE_RACES = 50
 MAX_REMEMBERED_ROOMS = 100_000
+LOOKUP_CONCURRENCY = 4
 
 T = TypeVar("T")
 
@@ -83,6 +84,10 @@ class MongoHistory:
         self._messages: AsyncCollection[Document] = db["messages"]
         # room -> the last sequence this node stored there (a guess other nodes may beat)
         self._last_written: dict[str, int] = {}
+        # Rooms' highest sequences are read at most this many at a time: a node's first
+        # sends after a start touch every busy room at once, and one query per room all
+        # at once would open a connection (a server thread) per room.
+        self._lookups = asyncio.Semaphore(LOOKUP_CONCURRENCY)
 
     async def prepare(self) -> None:
         await self._messages.create_index(
@@ -217,9 +222,10 @@ class MongoHistory:
         self._last_written[room] = seq
 
     async def _last_seq(self, room: str) -> int:
-        doc = await self._messages.find_one(
-            {"room": room}, projection={"seq": 1}, sort=[("seq", DESCENDING)]
-        )
+        async with self._lookups:
+            doc = await self._messages.find_one(
+                {"room": room}, projection={"seq": 1}, sort=[("seq", DESCENDING)]
+            )
         return int(doc["seq"]) if doc else 0
 
     async def after(self, room: str, seq: int, limit: int) -> list[Stored]:

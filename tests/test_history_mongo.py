@@ -1,5 +1,6 @@
-"""History writes whose reply is lost (a dropped connection, a primary change) are tried
-once more and take effect exactly once: no lost message, no message stored twice."""
+"""MongoHistory against a real MongoDB-wire server, seen through a proxy: writes whose
+reply is lost (a dropped connection, a primary change) are tried once more and take
+effect exactly once, and many rooms' lookups do not open a connection each."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pymongo import AsyncMongoClient
 from pymongo.uri_parser import parse_uri
 
 from papo.hub.history import Draft
-from papo.persistence.history_mongo import MongoHistory
+from papo.persistence.history_mongo import LOOKUP_CONCURRENCY, MongoHistory
 from papo.persistence.mongo import connect_mongo
 from papo.server.config import Settings
 
@@ -31,6 +32,7 @@ class ReplyCutter:
         self.target = (host, port)
         self.armed: bytes | None = None
         self.cuts = 0
+        self.connections = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -46,6 +48,7 @@ class ReplyCutter:
         await asyncio.gather(*self._pipes, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         cut = asyncio.Event()
 
@@ -153,3 +156,29 @@ async def test_an_edit_or_delete_whose_reply_is_lost_still_reports_success(
     assert deleted is not None, "its first attempt had deleted it: found deleted, not missing"
     assert deleted.deleted
     assert again is None, "a delete the user repeats still finds nothing left to delete"
+
+
+async def test_the_highest_sequences_of_many_rooms_are_looked_up_a_few_at_a_time(
+    cutter: tuple[ReplyCutter, str],
+) -> None:
+    proxy, url = cutter
+    client = connect_mongo(url)
+    database = f"lookups_{secrets.token_hex(4)}"
+    history = MongoHistory(client, database)
+    rooms = [f"room-{n}" for n in range(60)]
+    try:
+        await history.prepare()
+        await history.append([Draft(room, "u1", "U", "hi", f"{room}-1") for room in rooms[:30]])
+        opened_before = proxy.connections
+        # A node's first sends after a start: every room's highest is unknown to it.
+        fresh = MongoHistory(client, database)
+        stored = await fresh.append([Draft(room, "u1", "U", "again", "2") for room in rooms])
+        last = await fresh.last_seqs(rooms)
+    finally:
+        await client.close()
+
+    assert [m.seq for m in stored] == [2] * 30 + [1] * 30
+    assert last == {room: 2 if n < 30 else 1 for n, room in enumerate(rooms)}
+    assert proxy.connections - opened_before <= LOOKUP_CONCURRENCY, (
+        f"{proxy.connections - opened_before} new connections for 60 rooms"
+    )
