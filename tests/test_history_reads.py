@@ -156,3 +156,22 @@ async def test_a_store_that_fails_fails_every_reader_waiting_on_it() -> None:
             return_exceptions=True,
         )
     assert all(isinstance(result, Exception) for result in results), results
+
+
+async def test_stopping_cancels_every_reader_instead_of_leaving_it_waiting() -> None:
+    metrics = HubMetrics(CollectorRegistry())
+    async with unanswering_mongo() as client:
+        reads = SharedReads(MongoHistory(client, "nowhere"), metrics)
+        in_flight = asyncio.create_task(reads.after("r", 0, 5))
+        await asyncio.sleep(0.01)  # its query is waiting on the store
+        queued = [
+            asyncio.create_task(reads.after("r", 2, 5)),
+            asyncio.create_task(reads.before("r", None, 5)),
+            asyncio.create_task(reads.last_seqs(["r"])),
+        ]
+        await asyncio.sleep(0)
+        await reads.close()
+        results = await asyncio.wait_for(
+            asyncio.gather(in_flight, *queued, return_exceptions=True), timeout=5
+        )
+    assert all(isinstance(result, asyncio.CancelledError) for result in results), results

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_right
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from papo.hub.history import Draft, History, Stored
 from papo.hub.metrics import HubMetrics
@@ -36,6 +36,9 @@ from papo.hub.metrics import HubMetrics
 # asked (or the largest single limit, if larger): readers far ahead of the lowest one
 # wait for the next query instead of making this one huge.
 SHARED_PAGE = 2000
+
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -55,6 +58,9 @@ class _Before:
 class _LastSeqs:
     rooms: tuple[str, ...]
     done: asyncio.Future[dict[str, int]]
+
+
+_Reader = _After | _Before | _LastSeqs
 
 
 class SharedReads:
@@ -87,6 +93,8 @@ class SharedReads:
 
     async def after(self, room: str, seq: int, limit: int) -> list[Stored]:
         self._metrics.history_reads.labels("after").inc()
+        if limit <= 0:
+            return []
         done: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
         self._after_waiting.setdefault(room, []).append(_After(seq, limit, done))
         if room not in self._after_tasks:
@@ -111,12 +119,35 @@ class SharedReads:
         return await done
 
     async def close(self) -> None:
-        """Cancel the queries in flight; their readers get ``CancelledError``."""
+        """Stop: queries in flight are cancelled, and every reader still waiting (for
+        them or for the next) gets ``CancelledError`` rather than waiting forever."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        queued: list[_Reader] = list(self._last_waiting)
+        for after in self._after_waiting.values():
+            queued.extend(after)
+        for before in self._before_waiting.values():
+            queued.extend(before)
+        for reader in queued:
+            reader.done.cancel()
 
     # --- internals ---------------------------------------------------------------------------
+
+    async def _ask(self, readers: Sequence[_Reader], query: Awaitable[T]) -> T | None:
+        """The answer to ``query``, or None once ``readers`` have been given its error.
+        Cancelled (the node stopping), it cancels them too: no reader is left waiting."""
+        try:
+            return await query
+        except asyncio.CancelledError:
+            for reader in readers:
+                reader.done.cancel()
+            raise
+        except Exception as exc:
+            for reader in readers:
+                if not reader.done.done():
+                    reader.done.set_exception(exc)
+            return None
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(work, name=name)
@@ -140,11 +171,9 @@ class SharedReads:
         base = min(r.seq for r in readers)
         widest = max(r.limit for r in readers)
         want = min(max(r.seq + r.limit for r in readers) - base, max(SHARED_PAGE, widest))
-        try:
-            self._metrics.history_queries.labels("after").inc()
-            page = await self._history.after(room, base, want)
-        except Exception as exc:
-            _fail(readers, exc)
+        self._metrics.history_queries.labels("after").inc()
+        page = await self._ask(readers, self._history.after(room, base, want))
+        if page is None:
             return []
         seqs = [message.seq for message in page]
         reached_end = len(page) < want
@@ -166,11 +195,10 @@ class SharedReads:
                 readers = [r for r in waiting if not r.done.done()]
                 if not readers:
                     continue
-                try:
-                    self._metrics.history_queries.labels("before").inc()
-                    newest = await self._history.before(room, seq, max(r.limit for r in readers))
-                except Exception as exc:
-                    _fail(readers, exc)
+                self._metrics.history_queries.labels("before").inc()
+                widest = max(r.limit for r in readers)
+                newest = await self._ask(readers, self._history.before(room, seq, widest))
+                if newest is None:
                     continue
                 for reader in readers:
                     if not reader.done.done():
@@ -190,18 +218,10 @@ class SharedReads:
 
     async def _answer_last_seqs(self, readers: list[_LastSeqs]) -> None:
         rooms = list(dict.fromkeys(room for reader in readers for room in reader.rooms))
-        try:
-            self._metrics.history_queries.labels("last_seq").inc(len(rooms))
-            last = await self._history.last_seqs(rooms)
-        except Exception as exc:
-            _fail(readers, exc)
+        self._metrics.history_queries.labels("last_seq").inc(len(rooms))
+        last = await self._ask(readers, self._history.last_seqs(rooms))
+        if last is None:
             return
         for reader in readers:
             if not reader.done.done():
                 reader.done.set_result({room: last[room] for room in reader.rooms})
-
-
-def _fail(readers: Sequence[_After | _Before | _LastSeqs], exc: Exception) -> None:
-    for reader in readers:
-        if not reader.done.done():
-            reader.done.set_exception(exc)
