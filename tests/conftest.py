@@ -25,6 +25,7 @@ import httpx
 import msgspec
 import pytest
 import uvloop
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
@@ -97,6 +98,15 @@ async def base_settings(service_urls: dict[str, str]) -> Settings:
 @pytest.fixture
 def settings(base_settings: Settings) -> Settings:
     return base_settings
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample from a /metrics page (0 if papo has not reported it yet)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
 
 
 @asynccontextmanager

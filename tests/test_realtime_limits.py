@@ -20,6 +20,7 @@ from papo.server.runner import RunningServer
 from tests.conftest import (
     Session,
     member_that_stops_reading,
+    metric,
     register_and_login,
     serving,
     ws_url,
@@ -193,13 +194,6 @@ async def test_rooms_per_connection_are_capped(
         await client.request("room.join", room=rooms[2])
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 async def test_a_client_that_stops_reading_is_closed_without_slowing_the_room(
     strict_server: RunningServer, http: httpx.AsyncClient
 ) -> None:
@@ -227,7 +221,7 @@ async def test_a_client_that_stops_reading_is_closed_without_slowing_the_room(
     elapsed = time.perf_counter() - started
     async with httpx.AsyncClient() as probe:
         metrics = (await probe.get(f"{strict_server.url}/metrics")).text
-    assert _metric(metrics, "papo_ws_slow_consumer_closes_total") == 1
+    assert metric(metrics, "papo_ws_slow_consumer_closes_total") == 1
     assert received == total, "the reading client got every message"
     assert elapsed < 20
     # When the slow client finally reads, it finds the documented close code.

@@ -15,7 +15,7 @@ import pytest
 from papo.client import PapoClient
 from papo.server.config import Settings
 from papo.server.runner import RunningServer
-from tests.conftest import Session, register_and_login, serving, ws_url
+from tests.conftest import Session, metric, register_and_login, serving, ws_url
 
 Connect = Callable[..., Awaitable[PapoClient]]
 
@@ -127,13 +127,6 @@ async def test_too_far_behind_gets_an_explicit_reset(
             assert stray["type"] != "message", "nothing is replayed after a reset"
 
 
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 async def test_a_resume_storm_replays_exactly_and_shares_history_queries(
     http: httpx.AsyncClient, connect: Connect
 ) -> None:
@@ -162,11 +155,8 @@ async def test_a_resume_storm_replays_exactly_and_shares_history_queries(
         replayed = [e["seq"] for e in client.pending_events() if e["type"] == "message"]
         assert replayed == list(range(last + 1, 31)), f"resumed after {last}"
     after = (await http.get("/metrics")).text
-    asked = _metric(after, 'papo_history_reads_total{read="after"}') - _metric(
-        before, 'papo_history_reads_total{read="after"}'
-    )
-    queried = _metric(after, 'papo_history_queries_total{read="after"}') - _metric(
-        before, 'papo_history_queries_total{read="after"}'
-    )
+    reads, queries = "papo_history_reads_total", "papo_history_queries_total"
+    asked = metric(after, reads, read="after") - metric(before, reads, read="after")
+    queried = metric(after, queries, read="after") - metric(before, queries, read="after")
     assert asked == len(seen), "every connection read what it missed"
     assert queried < asked / 2, f"{queried} queries for {asked} reads: not shared"
