@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 from pymongo.uri_parser import parse_uri
 
 from papo.hub.history import Draft
-from papo.persistence.history_mongo import LOOKUP_CONCURRENCY, MongoHistory
+from papo.persistence.history_mongo import READ_CONCURRENCY, MongoHistory
 from papo.persistence.mongo import connect_mongo
 from papo.server.config import Settings
 
@@ -158,7 +158,7 @@ async def test_an_edit_or_delete_whose_reply_is_lost_still_reports_success(
     assert again is None, "a delete the user repeats still finds nothing left to delete"
 
 
-async def test_the_highest_sequences_of_many_rooms_are_looked_up_a_few_at_a_time(
+async def test_many_rooms_are_read_a_few_at_a_time(
     cutter: tuple[ReplyCutter, str],
 ) -> None:
     proxy, url = cutter
@@ -174,11 +174,16 @@ async def test_the_highest_sequences_of_many_rooms_are_looked_up_a_few_at_a_time
         fresh = MongoHistory(client, database)
         stored = await fresh.append([Draft(room, "u1", "U", "again", "2") for room in rooms])
         last = await fresh.last_seqs(rooms)
+        # Clients reconnecting to many rooms at once.
+        newest = await asyncio.gather(*(fresh.before(room, None, 5) for room in rooms))
+        missed = await asyncio.gather(*(fresh.after(room, 0, 5) for room in rooms))
     finally:
         await client.close()
 
     assert [m.seq for m in stored] == [2] * 30 + [1] * 30
     assert last == {room: 2 if n < 30 else 1 for n, room in enumerate(rooms)}
-    assert proxy.connections - opened_before <= LOOKUP_CONCURRENCY, (
+    assert [len(page) for page in newest] == [2] * 30 + [1] * 30
+    assert [len(page) for page in missed] == [2] * 30 + [1] * 30
+    assert proxy.connections - opened_before <= READ_CONCURRENCY, (
         f"{proxy.connections - opened_before} new connections for 60 rooms"
     )

@@ -35,7 +35,7 @@ DraftKey = tuple[str, str, str]  # (room, sender id, client id): what makes a se
 DUPLICATE_KEY = 11000
 MAX_SEQUENCE_RACES = 50
 MAX_REMEMBERED_ROOMS = 100_000
-LOOKUP_CONCURRENCY = 4
+READ_CONCURRENCY = 4
 
 T = TypeVar("T")
 
@@ -84,10 +84,11 @@ class MongoHistory:
         self._messages: AsyncCollection[Document] = db["messages"]
         # room -> the last sequence this node stored there (a guess other nodes may beat)
         self._last_written: dict[str, int] = {}
-        # Rooms' highest sequences are read at most this many at a time: a node's first
-        # sends after a start touch every busy room at once, and one query per room all
-        # at once would open a connection (a server thread) per room.
-        self._lookups = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+        # Reads run at most this many at a time. A node's first sends after a start look
+        # up every busy room's highest sequence at once, and reconnecting clients read
+        # many rooms at once: one query per room all at once would open a connection (a
+        # server thread) per room. Writes never wait for this.
+        self._reads = asyncio.Semaphore(READ_CONCURRENCY)
 
     async def prepare(self) -> None:
         await self._messages.create_index(
@@ -222,7 +223,7 @@ class MongoHistory:
         self._last_written[room] = seq
 
     async def _last_seq(self, room: str) -> int:
-        async with self._lookups:
+        async with self._reads:
             doc = await self._messages.find_one(
                 {"room": room}, projection={"seq": 1}, sort=[("seq", DESCENDING)]
             )
@@ -230,14 +231,16 @@ class MongoHistory:
 
     async def after(self, room: str, seq: int, limit: int) -> list[Stored]:
         cursor = self._messages.find({"room": room, "seq": {"$gt": seq}}).sort("seq", ASCENDING)
-        return [_stored(doc) async for doc in cursor.limit(limit)]
+        async with self._reads:
+            return [_stored(doc) async for doc in cursor.limit(limit)]
 
     async def before(self, room: str, seq: int | None, limit: int) -> list[Stored]:
         query: Document = {"room": room}
         if seq is not None:
             query["seq"] = {"$lt": seq}
         cursor = self._messages.find(query).sort("seq", DESCENDING).limit(limit)
-        newest_first = [_stored(doc) async for doc in cursor]
+        async with self._reads:
+            newest_first = [_stored(doc) async for doc in cursor]
         return newest_first[::-1]
 
     async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
