@@ -1,0 +1,80 @@
+"""The history store's own write latency, without papo in the way.
+
+papo acknowledges and fans out a message only once its history write is journaled, so
+the store's write latency is in every message's latency. This measures the store alone
+(the MongoDB-wire server ``papo dev`` embeds): journaled one-document inserts, as
+papo's writer makes when rooms are quiet, on a fresh server and again after many
+writes, with and without PyMongo's retryable writes. It is why papo's MongoDB client
+does not ask for retryable writes (docs/benchmarks.md, "Changes measured").
+
+    .venv/bin/python -m bench.history_store [--writes 11000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.write_concern import WriteConcern
+
+from papo.server.embedded import EmbeddedServices
+
+SAMPLES = 200
+
+
+async def _latencies(messages: AsyncCollection[dict[str, Any]]) -> str:
+    taken = []
+    for n in range(SAMPLES):
+        started = time.perf_counter()
+        await messages.insert_many([{"room": "bench", "n": n, "text": "x" * 40}])
+        taken.append(1000 * (time.perf_counter() - started))
+    taken.sort()
+    return f"{statistics.mean(taken):.2f} | {taken[int(0.99 * SAMPLES)]:.2f}"
+
+
+async def _measure(url: str, retry_writes: bool, writes: int) -> list[str]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, retryWrites=retry_writes)
+    database = client.get_database("bench", write_concern=WriteConcern(w=1, j=True))
+    messages = database[f"retry_{retry_writes}"]
+    try:
+        fresh = await _latencies(messages)
+        for start in range(0, writes, 100):  # a busy node: many writes in a short time
+            batch = range(start, min(start + 100, writes))
+            await asyncio.gather(*(messages.insert_one({"filler": n}) for n in batch))
+        busy = await _latencies(messages)
+    finally:
+        await client.close()
+    label = "on" if retry_writes else "off"
+    return [
+        f"| {label} | fresh | {fresh} |",
+        f"| {label} | after {writes} writes | {busy} |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--writes", type=int, default=11_000)
+    options = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="papo-store-"))
+    try:
+        with EmbeddedServices(data_dir, ["mongo"], durable=True) as engines:
+            url = engines.urls["mongo"]
+            rows = ["| retryable writes | when | mean ms | p99 ms |", "|---|---|---|---|"]
+            for retry_writes in (True, False):
+                rows += asyncio.run(_measure(url, retry_writes, options.writes))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print("journaled one-document inserts, one at a time,", SAMPLES, "samples each")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
