@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from papo.client import PapoClient, PapoClientError
-from tests.conftest import Session, register_and_login
+from tests.conftest import Session, metric, register_and_login
 
 Connect = Callable[..., Awaitable[PapoClient]]
 
@@ -113,6 +113,11 @@ async def test_edit_and_delete_own_messages_only(http: httpx.AsyncClient, connec
     assert history["messages"][0]["text"] == ""
 
 
+async def _last_seq_reads(http: httpx.AsyncClient) -> float:
+    text = (await http.get("/metrics")).text
+    return metric(text, "papo_history_reads_total", read="last_seq")
+
+
 async def test_history_on_join_and_backwards_pagination(
     http: httpx.AsyncClient, connect: Connect
 ) -> None:
@@ -121,8 +126,11 @@ async def test_history_on_join_and_backwards_pagination(
     for i in range(30):
         await client.send_message(room, f"m{i}")
     late = await connect(await register_and_login(http, prefix="late"))
+    lookups_before = await _last_seq_reads(http)
     joined = await late.request("room.join", room=room, history=10)
     assert [m["seq"] for m in joined["history"]] == list(range(21, 31))
+    assert joined["room"]["last_seq"] == 30
+    assert await _last_seq_reads(http) == lookups_before, "the page ended at the last sequence"
     older = await late.request("history", room=room, before=21, limit=15)
     assert [m["seq"] for m in older["messages"]] == list(range(6, 21))
     assert older["has_more"] is True

@@ -130,7 +130,10 @@ class Chat:
             recent = (
                 await self.hub.history.before(room.id, None, frame.history) if frame.history else []
             )
-            last_seq = (await self.hub.history.last_seqs([room.id]))[room.id]
+            # The newest page ends at the room's last sequence: no second query for it.
+            last_seq = (
+                recent[-1].seq if recent else (await self.hub.history.last_seqs([room.id]))[room.id]
+            )
             online = await self.hub.presence.online(room.id)
         except BaseException:
             self._flush(connection, room.id, sent_up_to=0)
