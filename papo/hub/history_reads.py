@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import asyncio
 from bisect import bisect_right
-from collections.abc import Awaitable, Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from papo.hub.history import Draft, History, Stored
 from papo.hub.metrics import HubMetrics
@@ -37,8 +37,16 @@ from papo.hub.metrics import HubMetrics
 # wait for the next query instead of making this one huge.
 SHARED_PAGE = 2000
 
-
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+
+class _Reader(Protocol):
+    @property
+    def done(self) -> asyncio.Future[Any]: ...
+
+
+R = TypeVar("R", bound=_Reader)
 
 
 @dataclass(slots=True)
@@ -60,20 +68,52 @@ class _LastSeqs:
     done: asyncio.Future[dict[str, int]]
 
 
-_Reader = _After | _Before | _LastSeqs
+Start = Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]]
+
+
+@dataclass(slots=True)
+class _Line(Generic[K, R]):
+    """Readers waiting per key, answered in rounds by one task per key: a round takes
+    every reader waiting when it starts; ``answer`` hands back those to ask again."""
+
+    answer: Callable[[K, list[R]], Awaitable[list[R]]]
+    start: Start
+    waiting: dict[K, list[R]] = field(default_factory=dict)
+    tasks: dict[K, asyncio.Task[None]] = field(default_factory=dict)
+
+    def join(self, key: K, reader: R) -> None:
+        self.waiting.setdefault(key, []).append(reader)
+        if key not in self.tasks:
+            self.tasks[key] = self.start(self._rounds(key), f"papo-reads-{key}")
+
+    def cancel_waiting(self) -> None:
+        for readers in self.waiting.values():
+            for reader in readers:
+                reader.done.cancel()
+        self.waiting.clear()
+
+    async def _rounds(self, key: K) -> None:
+        try:
+            while waiting := self.waiting.pop(key, None):
+                readers = [r for r in waiting if not r.done.done()]  # gone readers are skipped
+                if readers:
+                    carried = await self.answer(key, readers)
+                    if carried:
+                        self.waiting[key] = carried + self.waiting.get(key, [])
+        finally:
+            del self.tasks[key]
 
 
 class SharedReads:
     def __init__(self, history: History, metrics: HubMetrics) -> None:
         self._history = history
         self._metrics = metrics
-        self._after_waiting: dict[str, list[_After]] = {}
-        self._after_tasks: dict[str, asyncio.Task[None]] = {}  # per room, while readers wait
-        self._before_waiting: dict[tuple[str, int | None], list[_Before]] = {}
-        self._before_tasks: dict[tuple[str, int | None], asyncio.Task[None]] = {}
-        self._last_waiting: list[_LastSeqs] = []
-        self._last_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._after: _Line[str, _After] = _Line(self._answer_after, self._start)
+        self._before: _Line[tuple[str, int | None], _Before] = _Line(
+            self._answer_before, self._start
+        )
+        self._last: _Line[None, _LastSeqs] = _Line(self._answer_last_seqs, self._start)
 
     # --- straight through ------------------------------------------------------------------
 
@@ -96,26 +136,19 @@ class SharedReads:
         if limit <= 0:
             return []
         done: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
-        self._after_waiting.setdefault(room, []).append(_After(seq, limit, done))
-        if room not in self._after_tasks:
-            self._after_tasks[room] = self._start(self._read_after(room), f"papo-reads-{room}")
+        self._after.join(room, _After(seq, limit, done))
         return await done
 
     async def before(self, room: str, seq: int | None, limit: int) -> list[Stored]:
         self._metrics.history_reads.labels("before").inc()
         done: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
-        page = (room, seq)
-        self._before_waiting.setdefault(page, []).append(_Before(limit, done))
-        if page not in self._before_tasks:
-            self._before_tasks[page] = self._start(self._read_before(page), f"papo-reads-{room}")
+        self._before.join((room, seq), _Before(limit, done))
         return await done
 
     async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
         self._metrics.history_reads.labels("last_seq").inc(len(rooms))
         done: asyncio.Future[dict[str, int]] = asyncio.get_running_loop().create_future()
-        self._last_waiting.append(_LastSeqs(tuple(rooms), done))
-        if self._last_task is None:
-            self._last_task = self._start(self._read_last_seqs(), "papo-reads-last-seqs")
+        self._last.join(None, _LastSeqs(tuple(rooms), done))
         return await done
 
     async def close(self) -> None:
@@ -124,15 +157,17 @@ class SharedReads:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        queued: list[_Reader] = list(self._last_waiting)
-        for after in self._after_waiting.values():
-            queued.extend(after)
-        for before in self._before_waiting.values():
-            queued.extend(before)
-        for reader in queued:
-            reader.done.cancel()
+        self._after.cancel_waiting()
+        self._before.cancel_waiting()
+        self._last.cancel_waiting()
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _start(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _ask(self, readers: Sequence[_Reader], query: Awaitable[T]) -> T | None:
         """The answer to ``query``, or None once ``readers`` have been given its error.
@@ -149,25 +184,8 @@ class SharedReads:
                     reader.done.set_exception(exc)
             return None
 
-    def _start(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(work, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _read_after(self, room: str) -> None:
-        try:
-            while waiting := self._after_waiting.pop(room, None):
-                readers = [r for r in waiting if not r.done.done()]  # gone readers are skipped
-                if readers:
-                    carried = await self._answer_after(room, readers)
-                    if carried:
-                        self._after_waiting[room] = carried + self._after_waiting.get(room, [])
-        finally:
-            del self._after_tasks[room]
-
     async def _answer_after(self, room: str, readers: list[_After]) -> list[_After]:
-        """One query for ``readers``; returns those its page does not cover."""
+        """One query from the lowest sequence asked; returns the readers it does not cover."""
         base = min(r.seq for r in readers)
         widest = max(r.limit for r in readers)
         want = min(max(r.seq + r.limit for r in readers) - base, max(SHARED_PAGE, widest))
@@ -188,40 +206,25 @@ class SharedReads:
                 carried.append(reader)
         return carried
 
-    async def _read_before(self, page: tuple[str, int | None]) -> None:
+    async def _answer_before(
+        self, page: tuple[str, int | None], readers: list[_Before]
+    ) -> list[_Before]:
+        """One query of the largest limit; each reader gets the newest ``limit`` of it."""
         room, seq = page
-        try:
-            while waiting := self._before_waiting.pop(page, None):
-                readers = [r for r in waiting if not r.done.done()]
-                if not readers:
-                    continue
-                self._metrics.history_queries.labels("before").inc()
-                widest = max(r.limit for r in readers)
-                newest = await self._ask(readers, self._history.before(room, seq, widest))
-                if newest is None:
-                    continue
-                for reader in readers:
-                    if not reader.done.done():
-                        reader.done.set_result(newest[-reader.limit :] if reader.limit else [])
-        finally:
-            del self._before_tasks[page]
+        self._metrics.history_queries.labels("before").inc()
+        widest = max(r.limit for r in readers)
+        newest = await self._ask(readers, self._history.before(room, seq, widest))
+        for reader in readers:
+            if newest is not None and not reader.done.done():
+                reader.done.set_result(newest[-reader.limit :] if reader.limit else [])
+        return []
 
-    async def _read_last_seqs(self) -> None:
-        try:
-            while self._last_waiting:
-                waiting, self._last_waiting = self._last_waiting, []
-                readers = [r for r in waiting if not r.done.done()]
-                if readers:
-                    await self._answer_last_seqs(readers)
-        finally:
-            self._last_task = None
-
-    async def _answer_last_seqs(self, readers: list[_LastSeqs]) -> None:
+    async def _answer_last_seqs(self, _: None, readers: list[_LastSeqs]) -> list[_LastSeqs]:
+        """One query per distinct room asked."""
         rooms = list(dict.fromkeys(room for reader in readers for room in reader.rooms))
         self._metrics.history_queries.labels("last_seq").inc(len(rooms))
         last = await self._ask(readers, self._history.last_seqs(rooms))
-        if last is None:
-            return
         for reader in readers:
-            if not reader.done.done():
+            if last is not None and not reader.done.done():
                 reader.done.set_result({room: last[room] for room in reader.rooms})
+        return []
