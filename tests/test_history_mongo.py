@@ -5,7 +5,6 @@ effect exactly once, and many rooms' lookups do not open a connection each."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,75 +17,17 @@ from papo.hub.history import Draft
 from papo.persistence.history_mongo import READ_CONCURRENCY, MongoHistory
 from papo.persistence.mongo import connect_mongo
 from papo.server.config import Settings
+from tests.proxy import TcpProxy
 
 INSERT = b"\x02insert\x00"  # the first key of an OP_MSG insert command, as BSON
 FIND_AND_MODIFY = b"\x02findAndModify\x00"
 
 
-class ReplyCutter:
-    """A TCP proxy in front of the MongoDB-wire server. Armed with a command, it passes
-    the next such command to the server and then drops the connection instead of
-    passing the reply back: the write happens, its client never hears of it."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.armed: bytes | None = None
-        self.cuts = 0
-        self.connections = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for pipe in list(self._pipes):
-            pipe.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        cut = asyncio.Event()
-
-        async def to_server() -> None:
-            while data := await reader.read(65536):
-                if self.armed is not None and self.armed in data:
-                    self.armed = None
-                    cut.set()  # before the command goes on, so its reply finds it set
-                upstream_writer.write(data)
-                await upstream_writer.drain()
-
-        async def to_client() -> None:
-            while data := await upstream_reader.read(65536):
-                if cut.is_set():
-                    self.cuts += 1
-                    break
-                writer.write(data)
-                await writer.drain()
-
-        pipes = [asyncio.create_task(to_server()), asyncio.create_task(to_client())]
-        self._pipes.update(pipes)
-        try:
-            with contextlib.suppress(ConnectionError):
-                await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pipe in pipes:
-                pipe.cancel()
-                self._pipes.discard(pipe)
-            await asyncio.gather(*pipes, return_exceptions=True)
-            writer.close()
-            upstream_writer.close()
-
-
 @pytest.fixture
-async def cutter(base_settings: Settings) -> AsyncIterator[tuple[ReplyCutter, str]]:
+async def cutter(base_settings: Settings) -> AsyncIterator[tuple[TcpProxy, str]]:
     assert base_settings.urls.mongo
     host, port = parse_uri(base_settings.urls.mongo)["nodelist"][0]
-    proxy = ReplyCutter(host, port)
+    proxy = TcpProxy(host, port)
     proxy_port = await proxy.start()
     yield proxy, f"mongodb://127.0.0.1:{proxy_port}/?directConnection=true"
     await proxy.stop()
@@ -101,7 +42,7 @@ async def direct(base_settings: Settings) -> AsyncIterator[AsyncMongoClient[dict
 
 
 async def test_an_insert_whose_reply_is_lost_is_stored_once_and_acknowledged(
-    cutter: tuple[ReplyCutter, str], direct: AsyncMongoClient[dict[str, Any]]
+    cutter: tuple[TcpProxy, str], direct: AsyncMongoClient[dict[str, Any]]
 ) -> None:
     proxy, url = cutter
     database = f"failover_{secrets.token_hex(4)}"
@@ -134,7 +75,7 @@ async def test_an_insert_whose_reply_is_lost_is_stored_once_and_acknowledged(
 
 
 async def test_an_edit_or_delete_whose_reply_is_lost_still_reports_success(
-    cutter: tuple[ReplyCutter, str],
+    cutter: tuple[TcpProxy, str],
 ) -> None:
     proxy, url = cutter
     client = connect_mongo(url)
@@ -159,7 +100,7 @@ async def test_an_edit_or_delete_whose_reply_is_lost_still_reports_success(
 
 
 async def test_many_rooms_are_read_a_few_at_a_time(
-    cutter: tuple[ReplyCutter, str],
+    cutter: tuple[TcpProxy, str],
 ) -> None:
     proxy, url = cutter
     client = connect_mongo(url)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter
 
 from papo.hub.broker import BrokerError
+from papo.hub.tasks import stop_task
 from papo.protocol.frames import DashboardStats
 
 if TYPE_CHECKING:
@@ -91,9 +92,7 @@ class DashboardFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def _run(self) -> None:
@@ -102,8 +101,3 @@ class DashboardFeed:
             # The broker counts its own errors; the next interval tries again.
             with contextlib.suppress(BrokerError):
                 await self._hub.fanout.publish(DASHBOARD_CHANNEL, self.snapshot())
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # stop() cancelled us mid-publish and the Redis client swallowed it:
-                # without this the loop sleeps on and stop() waits forever.
-                raise asyncio.CancelledError

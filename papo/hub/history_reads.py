@@ -31,6 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from papo.hub.history import Draft, History, Stored
 from papo.hub.metrics import HubMetrics
+from papo.hub.tasks import stop_tasks
 
 # A shared ``after`` query reads at most this many messages past the lowest sequence
 # asked (or the largest single limit, if larger): readers far ahead of the lowest one
@@ -154,9 +155,7 @@ class SharedReads:
     async def close(self) -> None:
         """Stop: queries in flight are cancelled, and every reader still waiting (for
         them or for the next) gets ``CancelledError`` rather than waiting forever."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks)
         self._after.cancel_waiting()
         self._before.cancel_waiting()
         self._last.cancel_waiting()

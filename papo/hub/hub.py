@@ -22,6 +22,7 @@ from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.rooms import RoomStore
 from papo.hub.rooms_cache import CachedRoomStore
+from papo.hub.tasks import PATIENCE_SECONDS, shutdown_step
 from papo.hub.writer import MessageWriter
 from papo.protocol.close_codes import CloseCode
 from papo.protocol.frames import Event, PresenceChanged, RoomLeft, TypingEvent, UserRef
@@ -102,12 +103,17 @@ class Hub:
         await self.presence.start(self._presence_changed)
         await self.dashboard.start()
 
-    async def stop(self) -> None:
-        await self.dashboard.stop()
-        await self.presence.stop()
-        await self.fanout.sequencer.close()
-        await self.reads.close()
-        await self.broker.stop()
+    async def stop(self, step_seconds: float = PATIENCE_SECONDS) -> None:
+        """Each part gets ``step_seconds``: presence's clean-up waiting on a Redis that
+        stopped answering must not keep the broker from being stopped after it."""
+        for what, step in (
+            ("dashboard", self.dashboard.stop),
+            ("presence", self.presence.stop),
+            ("sequencer", self.fanout.sequencer.close),
+            ("history reads", self.reads.close),
+            ("broker", self.broker.stop),
+        ):
+            await shutdown_step(step(), step_seconds, what)
 
     async def _presence_changed(self, room: str, user: UserRef, online: bool) -> None:
         """Presence learned from the shared store (a crashed node's users expiring, or

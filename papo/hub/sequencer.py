@@ -20,13 +20,13 @@ an ``ordered`` broker (one node) the window is zero and nothing is ever held.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from papo.hub.history import History, Stored
 from papo.hub.metrics import HubMetrics
+from papo.hub.tasks import stop_tasks
 
 log = logging.getLogger("papo.hub")
 
@@ -109,10 +109,7 @@ class Sequencer:
         for stream in self._streams.values():
             if stream.timer is not None:
                 stream.timer.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
 
     # --- internals ---------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from papo.hub.history import Draft, History, Stored
 from papo.hub.metrics import HubMetrics
+from papo.hub.tasks import stop_task
 
 log = logging.getLogger("papo.hub")
 
@@ -106,8 +107,7 @@ class MessageWriter:
             await asyncio.sleep(0.01)
         _fail(list(self._waiting), RuntimeError("papo is shutting down"))
         self._waiting.clear()
-        task.cancel()  # a write still in flight after the deadline is abandoned, unacked
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_task(task)  # a write still in flight after the deadline is abandoned, unacked
 
 
 def _fail(batch: list[_Pending], exc: Exception) -> None:

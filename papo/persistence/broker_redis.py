@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from papo.hub.broker import BrokerError, DeliveryHandler, ResubscribedHandler
 from papo.hub.metrics import HubMetrics
+from papo.hub.tasks import stop_task
 
 log = logging.getLogger("papo.broker")
 
@@ -78,9 +79,7 @@ class RedisBroker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         self._connected.clear()
         await self._publisher.aclose()
         await self._pool.disconnect()

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from papo.hub.broker import BrokerError
 from papo.hub.metrics import HubMetrics
 from papo.hub.presence import PresenceChanged
+from papo.hub.tasks import stop_task
 from papo.protocol.frames import UserRef
 
 log = logging.getLogger("papo.presence")
@@ -134,9 +135,7 @@ class RedisPresence:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         members = list(self._local.items())
         self._local.clear()
         with contextlib.suppress(RedisError, OSError):

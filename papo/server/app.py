@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from papo.hub.tasks import shutdown_step
 from papo.persistence.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from papo.server import health, pages
 from papo.server.config import Settings
@@ -69,9 +70,13 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             # uvicorn has already told WebSocket clients to reconnect elsewhere (1012);
             # flush what is queued so every acknowledged message is on disk.
-            await realtime.hub.drain(settings.http.drain_seconds)
-            await realtime.hub.stop()
-            await resources.close()
+            # Each step is bounded, so a backing service that stopped answering cannot
+            # keep a rolling restart waiting; a step that overruns is logged and skipped.
+            drain = settings.http.drain_seconds
+            step = max(1.0, drain)
+            await shutdown_step(realtime.hub.drain(drain), 2 * drain + step, "drain")
+            await realtime.hub.stop(step)
+            await shutdown_step(resources.close(), step, "closing backing services")
 
     routes: list[BaseRoute] = [
         *health.routes,

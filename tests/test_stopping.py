@@ -1,0 +1,145 @@
+"""Stopping papo ends: background tasks that lose their cancellation are asked again,
+and a stopping step that a backing service holds up is skipped, not waited on."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from papo.client import PapoClient
+from papo.hub.tasks import shutdown_step, stop_task
+from papo.server.config import Settings
+from tests.conftest import register_and_login, serving, ws_url
+from tests.proxy import TcpProxy
+
+
+async def _reconnect_loop(attempts: list[float]) -> None:
+    """What redis-py can make of a reconnect loop: the cancellation that lands
+    mid-command comes back as a connection error, and the loop sleeps on."""
+    while True:
+        attempts.append(time.monotonic())
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            if len(attempts) == 1:
+                continue  # lost, as a library error the loop retries after
+            raise
+        await asyncio.sleep(0.2)
+
+
+async def test_a_task_that_loses_its_cancellation_is_cancelled_again() -> None:
+    attempts: list[float] = []
+    task = asyncio.create_task(_reconnect_loop(attempts))
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    assert await stop_task(task) is True
+    assert task.cancelled()
+    assert time.monotonic() - started < 1
+    assert len(attempts) >= 1
+
+
+async def test_a_task_that_never_ends_is_left_behind_with_its_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                continue
+
+    task = asyncio.create_task(stubborn(), name="papo-stubborn")
+    await asyncio.sleep(0)  # running, so a cancellation reaches its code
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="papo.hub"):
+        assert await stop_task(task, patience=0.3) is False
+    assert 0.3 <= time.monotonic() - started < 1
+    assert any(getattr(r, "task", None) == "papo-stubborn" for r in caplog.records)
+    release.set()
+    await task
+
+
+async def test_an_error_a_stopped_task_ended_with_is_logged_not_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def failing() -> None:
+        raise RuntimeError("store went away")
+
+    task = asyncio.create_task(failing(), name="papo-failing")
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.WARNING, logger="papo.hub"):
+        assert await stop_task(task) is True
+    assert [getattr(r, "error", "") for r in caplog.records] == ["RuntimeError('store went away')"]
+
+
+async def test_a_step_that_overruns_or_fails_does_not_keep_the_next_from_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[str] = []
+
+    async def hangs() -> None:
+        ran.append("hangs")
+        await asyncio.Event().wait()
+
+    async def fails() -> None:
+        ran.append("fails")
+        raise ConnectionError("no answer")
+
+    async def closes() -> None:
+        ran.append("closes")
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="papo.hub"):
+        await shutdown_step(hangs(), 0.2, "hub stop")
+        await shutdown_step(fails(), 0.2, "closing backing services")
+        await shutdown_step(closes(), 0.2, "last")
+    assert ran == ["hangs", "fails", "closes"]
+    assert time.monotonic() - started < 1
+    steps = [(r.getMessage(), getattr(r, "step", None)) for r in caplog.records]
+    assert steps == [
+        ("shutdown step overran; skipped", "hub stop"),
+        ("shutdown step failed", "closing backing services"),
+    ]
+
+
+async def test_stopping_papo_while_redis_does_not_answer_ends_and_names_what_it_skipped(
+    base_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert base_settings.urls.redis
+    redis = urlsplit(base_settings.urls.redis)
+    assert redis.hostname
+    assert redis.port
+    proxy = TcpProxy(redis.hostname, redis.port)
+    port = await proxy.start()
+    urls = dataclasses.replace(base_settings.urls, redis=f"redis://127.0.0.1:{port}/0")
+    settings = dataclasses.replace(base_settings, urls=urls)
+    try:
+        async with serving(settings) as running:
+            async with httpx.AsyncClient(base_url=running.url) as http:
+                session = await register_and_login(http, prefix="frozen")
+            client = await PapoClient.connect(ws_url(running), session.access_token)
+            for name in ("frozen-1", "frozen-2", "frozen-3"):  # presence entries in Redis
+                room = (await client.request("room.create", name=name))["id"]
+                await client.request("room.join", room=room)
+            proxy.freeze()  # Redis hangs: every command waits for a reply that never comes
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger="papo.hub"):
+                await asyncio.wait_for(running.stop(), 30)
+            stopped_in = time.monotonic() - started
+            await client.close()
+    finally:
+        await proxy.stop()
+
+    # One step's bound (1 s here) for the presence clean-up that hangs, with room to
+    # spare; unbounded, each of its four entries would wait out Redis's 5 s timeout.
+    assert stopped_in < 4, f"stopping took {stopped_in:.1f} s"
+    skipped = [getattr(r, "step", None) for r in caplog.records if "overran" in r.getMessage()]
+    assert skipped == ["presence"], "only presence's clean-up was cut short; the broker stopped"
