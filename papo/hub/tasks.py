@@ -1,11 +1,13 @@
 """Stopping background tasks for sure, so that stopping papo never waits forever.
 
-A task's ``cancel()`` is a request, and a library can lose it: redis-py has been seen
-turning a cancellation that lands mid-command into a connection error, which a
-reconnect loop then treats like any other outage and sleeps on. ``await task`` after
-``cancel()`` would then wait for the rest of the process's life, and a deploy's
-rolling restart would hang on that node. ``stop_task`` asks again while the task
-runs on, and after ``patience`` seconds leaves it behind with a warning that names it.
+A task's ``cancel()`` is a request, and a library can lose it. redis-py 5 on Python
+3.11 does, for a cancellation that lands at the wrong moment of a command: it sends
+through ``asyncio.wait_for`` (which, before 3.12, returns a result that arrives with
+the cancellation and drops the cancellation) and checks pooled connections with a
+zero-timeout hiredis read that loses it too. The command returns normally and the loop
+that called it goes on; measured, a single ``cancel()`` of presence's upkeep left 51 of
+100 stops waiting forever. ``stop_task`` asks again every 0.1 s while the task runs on,
+and after ``patience`` seconds leaves it behind with a warning that names it.
 """
 
 from __future__ import annotations
