@@ -69,9 +69,9 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             # uvicorn has already told WebSocket clients to reconnect elsewhere (1012);
-            # flush what is queued so every acknowledged message is on disk.
-            # Each step is bounded, so a backing service that stopped answering cannot
-            # keep a rolling restart waiting; a step that overruns is logged and skipped.
+            # flush what is queued so every acknowledged message is on disk. Every step
+            # is bounded: a backing service that stopped answering must not hold up a
+            # rolling restart, so a step that overruns is logged and skipped.
             drain = settings.http.drain_seconds
             step = max(1.0, drain)
             await shutdown_step(realtime.hub.drain(drain), 2 * drain + step, "drain")
