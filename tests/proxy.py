@@ -34,9 +34,6 @@ class TcpProxy:
     def freeze(self) -> None:
         self._flowing.clear()
 
-    def thaw(self) -> None:
-        self._flowing.set()
-
     async def stop(self) -> None:
         assert self._server is not None
         self._server.close()
