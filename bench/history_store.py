@@ -7,6 +7,10 @@ papo's writer makes when rooms are quiet, on a fresh server and again after many
 writes, with and without PyMongo's retryable writes. It is why papo's MongoDB client
 does not ask for retryable writes (docs/benchmarks.md, "Changes measured").
 
+Then papo's own history write (``MongoHistory.append``, as the group commit calls it)
+with batches of 1 to 100 drafts over 100 rooms: what one write costs and what each
+message costs the store, i.e. how many messages per second it can take at most.
+
     .venv/bin/python -m bench.history_store [--writes 11000]
 """
 
@@ -25,9 +29,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.write_concern import WriteConcern
 
+from papo.hub.history import Draft
+from papo.persistence.history_mongo import MongoHistory
+from papo.persistence.mongo import connect_mongo
 from papo.server.embedded import EmbeddedServices
 
 SAMPLES = 200
+BATCH_SIZES = (1, 5, 20, 100)
+BATCHES = 60
 
 
 async def _latencies(messages: AsyncCollection[dict[str, Any]]) -> str:
@@ -59,6 +68,35 @@ async def _measure(url: str, retry_writes: bool, writes: int) -> list[str]:
     ]
 
 
+async def _batches(url: str) -> list[str]:
+    client = connect_mongo(url)
+    history = MongoHistory(client, "bench_batches")
+    await history.prepare()
+    rows = ["| drafts per write | mean ms | p99 ms | ms per message | messages/s at most |"]
+    rows.append("|---|---|---|---|---|")
+    sent = 0
+    try:
+        for size in BATCH_SIZES:
+            taken = []
+            for _ in range(BATCHES):
+                drafts = []
+                for _ in range(size):
+                    sent += 1
+                    drafts.append(Draft(f"room-{sent % 100}", "u1", "U", "hello " * 8, str(sent)))
+                started = time.perf_counter()
+                await history.append(drafts)
+                taken.append(1000 * (time.perf_counter() - started))
+            taken.sort()
+            mean = statistics.mean(taken)
+            rows.append(
+                f"| {size} | {mean:.2f} | {taken[int(0.99 * BATCHES)]:.2f} "
+                f"| {mean / size:.2f} | {1000 * size / mean:.0f} |"
+            )
+    finally:
+        await client.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=11_000)
@@ -70,10 +108,14 @@ def main() -> None:
             rows = ["| retryable writes | when | mean ms | p99 ms |", "|---|---|---|---|"]
             for retry_writes in (True, False):
                 rows += asyncio.run(_measure(url, retry_writes, options.writes))
+            batch_rows = asyncio.run(_batches(url))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     print("journaled one-document inserts, one at a time,", SAMPLES, "samples each")
     print("\n".join(rows))
+    print()
+    print("papo's history write (MongoHistory.append), journaled,", BATCHES, "writes per size")
+    print("\n".join(batch_rows))
 
 
 if __name__ == "__main__":

@@ -126,8 +126,11 @@ def _history_writes(port: int) -> dict[str, float]:
 
 
 class Bench:
-    def __init__(self, sizes: dict[str, dict[str, Any]], data_dir: Path) -> None:
+    def __init__(
+        self, sizes: dict[str, dict[str, Any]], data_dir: Path, services_core: str = SERVER_CORE
+    ) -> None:
         self.sizes = sizes
+        self.services_core = services_core
         self.data_dir = data_dir
         self.papo_env: dict[str, str] = {}
         self.redis_url = ""
@@ -149,9 +152,9 @@ class Bench:
             "PAPO_WS_OUTBOX_FRAMES": "4096",
         }
         asyncio.run(prepare_services(Settings.from_env(self.papo_env)))
-        for pid in engines.pids:  # backing services share the server's core
+        for pid in engines.pids:  # by default backing services share the server's core
             subprocess.run(
-                ["taskset", "-a", "-p", "-c", SERVER_CORE, str(pid)],
+                ["taskset", "-a", "-p", "-c", self.services_core, str(pid)],
                 capture_output=True,
                 check=False,
             )
@@ -358,6 +361,11 @@ def main() -> int:
     parser.add_argument("--scenarios", default="s1,s2,s3,s4,s5")
     parser.add_argument("--rows", default="", help="comma-separated row name prefixes")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument(
+        "--services-core",
+        default=SERVER_CORE,
+        help="core for PostgreSQL, Redis and the history store (default: the server's own)",
+    )
     options = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -372,7 +380,7 @@ def main() -> int:
     rows = [r for r in ROWS if not wanted or any(r.name.startswith(p) for p in wanted)]
     data_dir = Path(tempfile.mkdtemp(prefix="papo-bench-"))
     data_dir.chmod(0o755)
-    bench = Bench(QUICK if options.quick else FULL, data_dir)
+    bench = Bench(QUICK if options.quick else FULL, data_dir, options.services_core)
     started = time.monotonic()
     engines = bench.start_services()
     try:
@@ -383,7 +391,8 @@ def main() -> int:
     table = render(rows, scenarios)
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores; server on core {SERVER_CORE}, "
-        f"load generator on core {LOADGEN_CORE}; {time.monotonic() - started:.0f} s"
+        f"load generator on core {LOADGEN_CORE}; backing services on core {options.services_core}; "
+        f"{time.monotonic() - started:.0f} s"
     )
     print(table)
     out = Path(options.out)
