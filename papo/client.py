@@ -16,7 +16,6 @@ across reconnects, so a send retried after a drop is stored once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import random
@@ -209,7 +208,8 @@ class PapoClient:
 
     async def request(self, frame_type: str, **fields: Any) -> Any:
         """Send one frame and wait for its reply's data; errors raise ``PapoClientError``."""
-        await asyncio.wait_for(self._connected.wait(), 30)
+        async with asyncio.timeout(30):
+            await self._connected.wait()
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -252,10 +252,12 @@ class PapoClient:
 
     async def wait_reconnected(self, seconds: float) -> None:
         """Wait until the client has reconnected (at least once) after a drop."""
-        await asyncio.wait_for(self._reconnected.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await self._reconnected.wait()
 
     async def next_event(self, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
-        return await asyncio.wait_for(self._events.get(), timeout)
+        async with asyncio.timeout(timeout):
+            return await self._events.get()
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         while True:
@@ -280,5 +282,8 @@ class PapoClient:
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._reader, 5)
+            done, _ = await asyncio.wait({self._reader}, timeout=5)
+            if not done:
+                self._reader.cancel()
+            elif not self._reader.cancelled():
+                self._reader.exception()  # a dropped connection ends the reader; not news

@@ -195,7 +195,8 @@ class Connection:
         if self._writer is None:
             return True
         try:
-            await asyncio.wait_for(asyncio.shield(self._writer), seconds)
+            async with asyncio.timeout(seconds):
+                await asyncio.shield(self._writer)
         except TimeoutError:
             return False
         return True

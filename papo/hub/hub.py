@@ -217,6 +217,12 @@ class Hub:
     async def detach(self, connection: Connection) -> None:
         if self.connections.pop(connection.id, None) is None:
             return
+        # The person's own presence goes first: whoever sees them leave a room and then
+        # asks whether they are online must hear the same answer.
+        try:
+            await self.presence.disconnect(connection.user_id, connection.id)
+        except Exception as exc:  # the rooms below must still be cleaned up
+            log.warning("cleanup failed", extra={"user": connection.user_id, "error": repr(exc)})
         for channel in list(connection.feeds):
             await self.unfollow(connection, channel)
         for room in list(connection.rooms):
@@ -225,7 +231,6 @@ class Hub:
             except Exception as exc:  # one failing room must not leak the others
                 log.warning("cleanup failed", extra={"room": room, "error": repr(exc)})
         await self.fanout.unlisten(user_channel(connection.user_id), connection)
-        await self.presence.disconnect(connection.user_id, connection.id)
         await connection.finish()
         self.metrics.connections.dec()
         if not self.connections:
@@ -246,4 +251,5 @@ class Hub:
         if self.connections:
             self._all_gone.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_gone.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await self._all_gone.wait()

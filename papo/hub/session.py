@@ -8,7 +8,6 @@ access token's expiry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from papo.hub.broker import BrokerError
 from papo.hub.chat import AfterReply, Deferred, ack
 from papo.hub.connection import Connection, State
 from papo.hub.hub import Hub
+from papo.hub.tasks import finish_tasks
 from papo.protocol import frames as f
 from papo.protocol.close_codes import CloseCode
 from papo.protocol.errors import ErrorCode, PapoError
@@ -27,6 +27,7 @@ from papo.protocol.registry import FrameSpec, Registry, frame_tag
 log = logging.getLogger("papo.hub")
 
 MAX_IN_FLIGHT = 64
+FINISH_SECONDS = 5.0  # a closing session's requests in flight get this long to answer
 ABUSE_WINDOW = 10.0
 ABUSE_LIMIT = 50
 
@@ -255,6 +256,5 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for task in list(self._tasks or ()):
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(task, 5)
+        if self._tasks:
+            await finish_tasks(self._tasks, FINISH_SECONDS)

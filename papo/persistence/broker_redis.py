@@ -75,7 +75,8 @@ class RedisBroker:
         self._task = asyncio.create_task(self._run(), name="papo-redis-subscriber")
         # Start-up waits briefly for Redis; a node that cannot reach it keeps trying.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), 5)
+            async with asyncio.timeout(5):
+                await self._connected.wait()
 
     async def stop(self) -> None:
         if self._task is not None:

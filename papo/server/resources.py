@@ -87,7 +87,8 @@ class Resources:
     async def close(self) -> None:
         if self.pool is not None:
             try:
-                await asyncio.wait_for(self.pool.close(), 5)
+                async with asyncio.timeout(5):
+                    await self.pool.close()
             except TimeoutError:
                 self.pool.terminate()
         if self.redis is not None:

@@ -274,7 +274,8 @@ class WebSocketProtocol(asyncio.Protocol):
         else:
             self._first_frame = asyncio.get_running_loop().create_future()
             try:
-                raw = await asyncio.wait_for(self._first_frame, seconds)
+                async with asyncio.timeout(seconds):
+                    raw = await self._first_frame
             except TimeoutError:
                 raise PapoError(ErrorCode.TOKEN_MISSING, "no auth frame in time") from None
             finally:
