@@ -1,7 +1,8 @@
 """papo side by side with its peers, in one run: ``python -m bench.run [--quick]``.
 
 Every server runs pinned to core 0 and the load generator (Node) to core 1; each
-server is started and stopped by PID for each scenario, so no state carries over.
+server, and the history store of each papo row that has one, is started and stopped by
+PID for each scenario, so no state carries over.
 Prints one Markdown table per scenario with ratios to the ceiling and to Node
 socket.io, and writes the raw results as JSON under ``bench/results/``.
 """
@@ -139,12 +140,11 @@ class Bench:
         self.redis_url = ""
 
     def start_services(self) -> EmbeddedServices:
-        engines = EmbeddedServices(self.data_dir, ["database", "mongo", "redis"], durable=True)
+        engines = EmbeddedServices(self.data_dir, ["database", "redis"], durable=True)
         urls = engines.start()
         self.redis_url = urls["redis"]
         self.papo_env = {
             "PAPO_DATABASE_URL": urls["database"],
-            "PAPO_MONGO_URL": urls["mongo"],
             "PAPO_JWT_SECRET": JWT_SECRET,
             "PAPO_ACCESS_TOKEN_SECONDS": "7200",
             "PAPO_LOG_LEVEL": "WARNING",
@@ -155,13 +155,33 @@ class Bench:
             "PAPO_WS_OUTBOX_FRAMES": "4096",
         }
         asyncio.run(prepare_services(Settings.from_env(self.papo_env)))
+        self._pin(engines)
+        return engines
+
+    def _pin(self, engines: EmbeddedServices) -> None:
         for pid in engines.pids:  # by default backing services share the server's core
             subprocess.run(
                 ["taskset", "-a", "-p", "-c", self.services_core, str(pid)],
                 capture_output=True,
                 check=False,
             )
-        return engines
+
+    @contextlib.contextmanager
+    def history_store(self, row: Row) -> Iterator[dict[str, str]]:
+        """A fresh, durable history store for one scenario of a papo row that has one.
+
+        What one row or scenario wrote (S1 alone writes tens of thousands of messages)
+        must not slow the next one's writes."""
+        if not row.name.startswith("papo") or "in-memory history" in row.name:
+            yield {}
+            return
+        data_dir = Path(tempfile.mkdtemp(prefix="store-", dir=self.data_dir))
+        try:
+            with EmbeddedServices(data_dir, ["mongo"], durable=True) as store:
+                self._pin(store)
+                yield {"PAPO_MONGO_URL": store.urls["mongo"]}
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
     def command(self, row: Row, port: int) -> list[str]:
         python = sys.executable
@@ -176,11 +196,11 @@ class Bench:
         return ["node", str(LOADGEN / "sio_server.mjs"), str(port)]
 
     @contextlib.contextmanager
-    def server(self, row: Row) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    def server(
+        self, row: Row, store: dict[str, str]
+    ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         port = free_port()
-        env = {**os.environ, "PAPO_PORT": str(port), **self.papo_env}
-        if "in-memory history" in row.name:
-            env.pop("PAPO_MONGO_URL")  # isolates papo's own hot path from the history store
+        env = {**os.environ, "PAPO_PORT": str(port), **self.papo_env, **store}
         if "Redis broker" in row.name:
             env.update(PAPO_BROKER="redis", PAPO_REDIS_URL=self.redis_url)
         else:
@@ -216,7 +236,7 @@ class Bench:
         return token
 
     def run_scenario(self, row: Row, scenario: str) -> dict[str, Any]:
-        with self.server(row) as (process, port):
+        with self.history_store(row) as store, self.server(row, store) as (process, port):
             time.sleep(0.3)
             scheme = "ws" if row.protocol in ("papo", "bench") else "http"
             args: dict[str, Any] = {
