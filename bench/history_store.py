@@ -71,11 +71,11 @@ async def _measure(url: str, retry_writes: bool, writes: int) -> list[str]:
 async def _batches(url: str) -> list[str]:
     client = connect_mongo(url)
     history = MongoHistory(client, "bench_batches")
-    await history.prepare()
     rows = ["| drafts per write | mean ms | p99 ms | ms per message | messages/s at most |"]
     rows.append("|---|---|---|---|---|")
     sent = 0
     try:
+        await history.prepare()
         for size in BATCH_SIZES:
             taken = []
             for _ in range(BATCHES):
