@@ -297,6 +297,29 @@ async def test_presence_and_typing_reach_the_room_and_stop_when_the_peer_leaves(
     assert history["messages"] == [], "typing is never stored"
 
 
+async def test_whoever_sees_someone_leave_hears_they_are_offline(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    """Bob is in many rooms when he disconnects: the first "left" Alice sees may come
+    while papo is still taking him out of the others, and asking right then whether he
+    is online must already say no."""
+    alice, bob = (
+        await register_and_login(http, prefix="alice"),
+        await register_and_login(http, prefix="bob"),
+    )
+    a, b = await connect(alice), await connect(bob)
+    rooms = [(await a.request("room.create", name=f"r{n}"))["id"] for n in range(20)]
+    for room in rooms:
+        await a.request("room.join", room=room)
+        await b.request("room.join", room=room)
+    a.pending_events()
+    await b.close()
+    bob_ref = {"id": bob.user_id, "name": "Bob"}
+    first_left = await _events_until(a, "presence", left=[bob_ref])
+    assert first_left["room"] in rooms
+    assert (await a.request("presence.user", user=bob.user_id))["online"] is False
+
+
 async def test_room_lists_paginate(http: httpx.AsyncClient, connect: Connect) -> None:
     client = await connect(await register_and_login(http))
     made = {(await client.request("room.create", name=f"r{i}"))["id"] for i in range(5)}
