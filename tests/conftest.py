@@ -8,6 +8,7 @@ launcher ``papo dev`` uses, on random loopback ports, and stopped at the end.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import shutil
@@ -27,6 +28,7 @@ import pytest
 import uvloop
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
+from pymongo.uri_parser import parse_uri
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as websocket_connect
 
@@ -37,6 +39,7 @@ from papo.server.embedded import EmbeddedServices
 from papo.server.embedded.launcher import SERVICE_NAMES
 from papo.server.prepare import prepare_services
 from papo.server.runner import RunningServer, start_in_loop
+from tests.proxy import TcpProxy
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
@@ -100,6 +103,18 @@ def settings(base_settings: Settings) -> Settings:
     return base_settings
 
 
+def on_one_node(settings: Settings) -> Settings:
+    """``settings`` with the memory broker: one node, which numbers each message, fans
+    it out and then stores it (the suite's default shares Redis, as several nodes do)."""
+    return dataclasses.replace(settings, scale=dataclasses.replace(settings.scale, broker="memory"))
+
+
+@pytest.fixture(params=["shared-broker", "one-node"])
+def both_shapes(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+    """For tests of chat semantics that each message path must keep."""
+    return base_settings if request.param == "shared-broker" else on_one_node(base_settings)
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """One sample from a /metrics page (0 if papo has not reported it yet)."""
     for family in text_string_to_metric_families(text):
@@ -132,6 +147,17 @@ async def unanswering_mongo() -> AsyncIterator[AsyncMongoClient[dict[str, object
             writer.close()
         silent.close()
         await silent.wait_closed()
+
+
+@pytest.fixture
+async def mongo_proxy(base_settings: Settings) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """The test MongoDB-wire server behind a ``TcpProxy``, and the URL that goes through it."""
+    assert base_settings.urls.mongo
+    host, port = parse_uri(base_settings.urls.mongo)["nodelist"][0]
+    proxy = TcpProxy(host, port)
+    proxy_port = await proxy.start()
+    yield proxy, f"mongodb://127.0.0.1:{proxy_port}/?directConnection=true"
+    await proxy.stop()
 
 
 @asynccontextmanager

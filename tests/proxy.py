@@ -14,7 +14,11 @@ class TcpProxy:
       and then drops that connection instead of passing the reply back: the command
       takes effect, its client never hears of it (``cuts`` counts these);
     - ``freeze()`` holds every byte in both directions, on open and new connections,
-      as a service that hangs (or a partition that drops packets) looks to a client.
+      as a service that hangs (or a partition that drops packets) looks to a client;
+    - ``stall(marker)`` holds only requests that hold ``marker`` (writes, say, while
+      reads go on) until ``unstall()``, as a store whose journal is slow looks;
+      ``stalled`` counts the requests held so far;
+    - ``down()`` drops every connection and refuses new ones until ``up()``.
     """
 
     def __init__(self, host: str, port: int) -> None:
@@ -24,6 +28,11 @@ class TcpProxy:
         self.connections = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self._stall: bytes | None = None
+        self._unstalled = asyncio.Event()
+        self._unstalled.set()
+        self.stalled = 0
+        self._down = False
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
 
@@ -33,6 +42,22 @@ class TcpProxy:
 
     def freeze(self) -> None:
         self._flowing.clear()
+
+    def stall(self, marker: bytes) -> None:
+        self._stall = marker
+        self._unstalled.clear()
+
+    def unstall(self) -> None:
+        self._stall = None
+        self._unstalled.set()
+
+    def down(self) -> None:
+        self._down = True
+        for link in list(self._links):
+            link.cancel()
+
+    def up(self) -> None:
+        self._down = False
 
     async def stop(self) -> None:
         assert self._server is not None
@@ -44,6 +69,9 @@ class TcpProxy:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self._down:
+            writer.close()
+            return
         link = asyncio.current_task()
         assert link is not None
         self._links.add(link)
@@ -61,6 +89,9 @@ class TcpProxy:
         async def to_server() -> None:
             while data := await reader.read(65536):
                 await self._flowing.wait()
+                if self._stall is not None and self._stall in data:
+                    self.stalled += 1
+                    await self._unstalled.wait()
                 if self.armed is not None and self.armed in data:
                     self.armed = None
                     cut.set()  # before the command goes on, so its reply finds it set

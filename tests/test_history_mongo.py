@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
-from pymongo.uri_parser import parse_uri
 
 from papo.hub.history import Draft
 from papo.persistence.history_mongo import READ_CONCURRENCY, MongoHistory
@@ -24,16 +23,6 @@ FIND_AND_MODIFY = b"\x02findAndModify\x00"
 
 
 @pytest.fixture
-async def cutter(base_settings: Settings) -> AsyncIterator[tuple[TcpProxy, str]]:
-    assert base_settings.urls.mongo
-    host, port = parse_uri(base_settings.urls.mongo)["nodelist"][0]
-    proxy = TcpProxy(host, port)
-    proxy_port = await proxy.start()
-    yield proxy, f"mongodb://127.0.0.1:{proxy_port}/?directConnection=true"
-    await proxy.stop()
-
-
-@pytest.fixture
 async def direct(base_settings: Settings) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
     assert base_settings.urls.mongo
     client = connect_mongo(base_settings.urls.mongo)
@@ -42,9 +31,9 @@ async def direct(base_settings: Settings) -> AsyncIterator[AsyncMongoClient[dict
 
 
 async def test_an_insert_whose_reply_is_lost_is_stored_once_and_acknowledged(
-    cutter: tuple[TcpProxy, str], direct: AsyncMongoClient[dict[str, Any]]
+    mongo_proxy: tuple[TcpProxy, str], direct: AsyncMongoClient[dict[str, Any]]
 ) -> None:
-    proxy, url = cutter
+    proxy, url = mongo_proxy
     database = f"failover_{secrets.token_hex(4)}"
     client = connect_mongo(url)
     history = MongoHistory(client, database)
@@ -75,9 +64,9 @@ async def test_an_insert_whose_reply_is_lost_is_stored_once_and_acknowledged(
 
 
 async def test_an_edit_or_delete_whose_reply_is_lost_still_reports_success(
-    cutter: tuple[TcpProxy, str],
+    mongo_proxy: tuple[TcpProxy, str],
 ) -> None:
-    proxy, url = cutter
+    proxy, url = mongo_proxy
     client = connect_mongo(url)
     history = MongoHistory(client, f"failover_{secrets.token_hex(4)}")
     try:
@@ -100,9 +89,9 @@ async def test_an_edit_or_delete_whose_reply_is_lost_still_reports_success(
 
 
 async def test_many_rooms_are_read_a_few_at_a_time(
-    cutter: tuple[TcpProxy, str],
+    mongo_proxy: tuple[TcpProxy, str],
 ) -> None:
-    proxy, url = cutter
+    proxy, url = mongo_proxy
     client = connect_mongo(url)
     database = f"lookups_{secrets.token_hex(4)}"
     history = MongoHistory(client, database)

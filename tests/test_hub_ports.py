@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 
 from papo.hub.broker import Broker, BrokerError
 from papo.hub.broker_memory import MemoryBroker
-from papo.hub.history import Draft, History
+from papo.hub.history import Draft, History, Stored
 from papo.hub.history_memory import MemoryHistory
 from papo.hub.history_reads import SharedReads
 from papo.hub.metrics import HubMetrics
@@ -74,6 +74,38 @@ async def test_history_is_idempotent_by_sender_and_client_id(history: History) -
     other_sender = await history.append(_drafts("r", "a", sender="u2"))
     assert other_sender[0].seq == 4, "client ids are per sender"
     assert [m.seq for m in await history.after("r", 0, 100)] == [1, 2, 3, 4]
+
+
+async def test_history_stores_messages_numbered_by_the_node(history: History) -> None:
+    def numbered(seq: int, client_id: str, text: str = "") -> Stored:
+        return Stored("r", seq, 1.0, "u1", "U", text or f"text {client_id}", client_id)
+
+    (earlier,) = await history.append(_drafts("r", "a"))
+    results = await history.insert(
+        [
+            numbered(2, "b"),
+            numbered(3, "a"),  # a retry of "a" the node did not know of: 3 stays unused
+            numbered(4, "c"),
+            numbered(4, "d"),  # another writer's number
+            numbered(5, "e"),
+        ]
+    )
+    assert results[0] == numbered(2, "b")
+    assert results[1] is not None
+    assert (results[1].seq, results[1].duplicate) == (earlier.seq, True)
+    assert [r and (r.seq, r.client_id) for r in results[2:]] == [(4, "c"), None, (5, "e")]
+    assert [(m.seq, m.client_id) for m in await history.after("r", 0, 10)] == [
+        (1, "a"),
+        (2, "b"),
+        (4, "c"),
+        (5, "e"),
+    ], "reads step over the unused number"
+    assert [m.seq for m in await history.after("r", 2, 1)] == [4]
+    assert [m.seq for m in await history.before("r", 5, 2)] == [2, 4]
+    assert await history.last_seqs(["r"]) == {"r": 5}
+    again = await history.insert([numbered(5, "e")])
+    assert again == [numbered(5, "e")], "storing the same message twice is a no-op"
+    assert await history.edit("r", 4, "u1", "edited") is not None
 
 
 async def test_history_reads_in_order(history: History) -> None:

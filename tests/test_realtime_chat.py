@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from papo.client import PapoClient, PapoClientError
+from papo.server.config import Settings
 from tests.conftest import Session, metric, register_and_login
+
+
+@pytest.fixture
+def settings(both_shapes: Settings) -> Settings:
+    """Every test here runs on a node sharing Redis and on a lone node."""
+    return both_shapes
+
 
 Connect = Callable[..., Awaitable[PapoClient]]
 

@@ -15,9 +15,17 @@ import pytest
 from papo.client import PapoClient
 from papo.server.config import Settings
 from papo.server.runner import RunningServer
-from tests.conftest import Session, metric, register_and_login, serving, ws_url
+from tests.conftest import Session, metric, on_one_node, register_and_login, serving, ws_url
+from tests.proxy import TcpProxy
+from tests.test_write_behind import INSERT
 
 Connect = Callable[..., Awaitable[PapoClient]]
+
+
+@pytest.fixture
+def settings(both_shapes: Settings) -> Settings:
+    """Every test here runs on a node sharing Redis and on a lone node."""
+    return both_shapes
 
 
 async def _until(predicate: Callable[[], bool], seconds: float = 20) -> None:
@@ -160,3 +168,46 @@ async def test_a_resume_storm_replays_exactly_and_shares_history_queries(
     queried = metric(after, queries, read="after") - metric(before, queries, read="after")
     assert asked == len(seen), "every connection read what it missed"
     assert queried < asked / 2, f"{queried} queries for {asked} reads: not shared"
+
+
+async def test_messages_shown_before_their_write_lands_reach_joiners_and_resumes(
+    base_settings: Settings, mongo_proxy: tuple[TcpProxy, str]
+) -> None:
+    proxy, url = mongo_proxy
+    settings = on_one_node(base_settings).with_urls(mongo=url)
+    async with serving(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
+        talker_session = await register_and_login(http, prefix="talker")
+        reader_session = await register_and_login(http, prefix="reader")
+        talker = await PapoClient.connect(ws_url(running), talker_session.access_token)
+        reader = await PapoClient.connect(ws_url(running), reader_session.access_token)
+        late = await PapoClient.connect(ws_url(running), reader_session.access_token)
+        try:
+            room = (await talker.request("room.create", name="slow store"))["id"]
+            await talker.request("room.join", room=room)
+            await reader.request("room.join", room=room)
+            await talker.send_message(room, "stored")
+
+            proxy.stall(INSERT)  # the store takes its time with every write from here
+            sends = [asyncio.create_task(talker.send_message(room, f"m{n}")) for n in range(3)]
+            live = await _collect_messages(reader, room, until_seq=4)
+            assert [e["text"] for e in live] == ["stored", "m0", "m1", "m2"], "shown at once"
+            assert not any(send.done() for send in sends), "no ack before the write lands"
+
+            report = await late.request("resume", rooms={room: 1})
+            assert report["rooms"][room]["replayed"] == 3
+            replayed = [e["text"] for e in late.pending_events() if e["type"] == "message"]
+            assert replayed == ["m0", "m1", "m2"], "a resume gets what is not stored yet"
+            page = await late.request("history", room=room, limit=10)
+            assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4]
+
+            proxy.unstall()
+            acks = await asyncio.gather(*sends)
+            assert [ack["seq"] for ack in acks] == [2, 3, 4]
+            await talker.send_message(room, "after")
+            more = await _collect_messages(late, room, until_seq=5)
+            assert [e["seq"] for e in more] == [5], "then live, with no duplicate"
+            assert late.duplicates_dropped == 0
+        finally:
+            proxy.unstall()
+            for client in (talker, reader, late):
+                await client.close()

@@ -7,6 +7,12 @@ Contract:
   drafts of one room are numbered in the order given.
 - Idempotency: a draft whose ``(room, sender_id, client_id)`` was stored before is not
   stored again; the earlier message is returned with ``duplicate=True``.
+- ``insert`` stores messages a node numbered itself: on one node (an ``ordered``
+  broker) the node is the only writer of its rooms' numbers, so it numbers, fans out
+  and then stores (see ``hub/write_behind.py``). The same idempotency holds: a message
+  whose draft key was stored before under another number comes back as that earlier
+  message with ``duplicate=True`` (its own number stays unused); one whose number is
+  held by another message (a second writer numbering the room) comes back as None.
 - Reads return messages in ascending sequence order.
 """
 
@@ -47,6 +53,11 @@ class History(Protocol):
 
     async def append(self, drafts: Sequence[Draft]) -> list[Stored]:
         """Store ``drafts`` (of any rooms) and return one ``Stored`` per draft, in order."""
+        ...
+
+    async def insert(self, messages: Sequence[Stored]) -> list[Stored | None]:
+        """Store already numbered ``messages`` durably, in order; one result per message:
+        itself, an earlier message with its draft key, or None if its number is taken."""
         ...
 
     async def after(self, room: str, seq: int, limit: int) -> list[Stored]:

@@ -124,6 +124,9 @@ class SharedReads:
     async def append(self, drafts: Sequence[Draft]) -> list[Stored]:
         return await self._history.append(drafts)
 
+    async def insert(self, messages: Sequence[Stored]) -> list[Stored | None]:
+        return await self._history.insert(messages)
+
     async def edit(self, room: str, seq: int, sender_id: str, text: str) -> Stored | None:
         return await self._history.edit(room, seq, sender_id, text)
 

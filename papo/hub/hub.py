@@ -23,7 +23,8 @@ from papo.hub.presence import Presence
 from papo.hub.rooms import RoomStore
 from papo.hub.rooms_cache import CachedRoomStore
 from papo.hub.tasks import PATIENCE_SECONDS, shutdown_step
-from papo.hub.writer import MessageWriter
+from papo.hub.write_behind import WriteBehind
+from papo.hub.writer import MessageWriter, Writer
 from papo.protocol.close_codes import CloseCode
 from papo.protocol.frames import Event, PresenceChanged, RoomLeft, TypingEvent, UserRef
 
@@ -83,7 +84,14 @@ class Hub:
     ) -> None:
         self.broker = broker
         self.presence = presence
-        self.reads = SharedReads(history, metrics)  # concurrent resumes share queries
+        self.writers: Writer
+        readable = history
+        if broker.ordered:  # one node: it numbers, fans out, then stores
+            write_behind = WriteBehind(history, self._publish_messages, metrics)
+            self.writers, readable = write_behind, write_behind.view
+        else:  # several nodes: the store numbers, then each node fans out
+            self.writers = MessageWriter(history, self._publish_messages, metrics)
+        self.reads = SharedReads(readable, metrics)  # concurrent resumes share queries
         self.history: History = self.reads
         self.rooms = rooms
         self.metrics = metrics
@@ -91,7 +99,6 @@ class Hub:
         self.fanout = Fanout(broker, self.reads, metrics, gap_wait=limits.gap_wait_seconds)
         self.fanout.on_left = self._left_elsewhere
         self._background: set[asyncio.Task[None]] = set()
-        self.writers = MessageWriter(history, self._publish_messages, metrics)
         self.connections: dict[str, Connection] = {}
         self.dashboard = DashboardFeed(self, node, limits.dashboard_interval)
         self.accepting = True

@@ -77,6 +77,16 @@ class HubMetrics:
             buckets=WRITE_BUCKETS,
             registry=registry,
         )
+        self.history_staged = Gauge(
+            "papo_history_staged",
+            "Messages fanned out and not yet stored (one node numbers, fans out, then stores).",
+            registry=registry,
+        )
+        self.history_errors = Counter(
+            "papo_history_write_errors_total",
+            "History writes that failed (their messages are written again).",
+            registry=registry,
+        )
         self.history_reads = Counter(
             "papo_history_reads_total",
             "History reads asked (joins, resumes, gap fills), by read: after, before, last_seq.",

@@ -1,4 +1,4 @@
-"""Group commit of messages: the sequence point of every message.
+"""Group commit of messages: the sequence point of every message when nodes share a broker.
 
 Every send on this node waits in one line. A single task takes everything waiting
 (drafts of any rooms, up to ``MAX_BATCH``), stores it durably in one ``History.append``
@@ -8,6 +8,8 @@ one journaled write serves every sender in every room that spoke meanwhile: 100 
 talking at once cost one history round trip, not 100. The line is FIFO and the store
 numbers each room's drafts in the order given, so one sender's messages keep their
 order and each room's messages are published in the order of their sequence numbers.
+
+A single node numbers messages itself and stores them after fan-out (``write_behind.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from papo.hub.history import Draft, History, Stored
 from papo.hub.metrics import HubMetrics
@@ -28,6 +31,15 @@ log = logging.getLogger("papo.hub")
 MAX_BATCH = 1024
 
 Publish = Callable[[Sequence[Stored]], Awaitable[None]]
+
+
+class Writer(Protocol):
+    """Where sends go: ``submit`` queues one in order and resolves with it once it is
+    durable; ``drain`` stops taking sends and writes what is queued."""
+
+    def submit(self, draft: Draft) -> asyncio.Future[Stored]: ...
+
+    async def drain(self, seconds: float) -> None: ...
 
 
 @dataclass(slots=True)

@@ -62,6 +62,18 @@ async def _once_more_if_lost(
     return await (again or attempt)()
 
 
+def _document(message: Stored) -> Document:
+    return {
+        "room": message.room,
+        "seq": message.seq,
+        "ts": message.ts,
+        "sender_id": message.sender_id,
+        "sender_name": message.sender_name,
+        "text": message.text,
+        "client_id": message.client_id,
+    }
+
+
 def _stored(doc: Document, *, duplicate: bool = False) -> Stored:
     return Stored(
         room=doc["room"],
@@ -206,6 +218,49 @@ class MongoHistory:
             self._keep(docs, stored)
             return stored
         return stored
+
+    async def insert(self, messages: Sequence[Stored]) -> list[Stored | None]:
+        """Store messages numbered by this node, in one ordered insert per refusal.
+
+        The node numbered them itself (it is the rooms' only writer), so a refusal by
+        the unique indexes is rare and says which of three things happened: this call's
+        own earlier attempt landed (its reply was lost), a retried send this node did
+        not know of was stored before under another number (a duplicate), or another
+        writer holds the number (None). The insert then goes on after the refused one.
+        """
+        docs = [_document(message) for message in messages]
+        results: list[Stored | None] = list(messages)
+        start = 0
+        resent = False
+        while start < len(docs):
+            try:
+                await self._messages.insert_many(docs[start:], ordered=True)
+                break
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors") or [{}]
+                if errors[0].get("code") != DUPLICATE_KEY:
+                    raise
+                refused = start + int(exc.details.get("nInserted", 0))
+                message = messages[refused]
+                earlier = await self._messages.find_one(
+                    {
+                        "room": message.room,
+                        "sender_id": message.sender_id,
+                        "client_id": message.client_id,
+                    }
+                )
+                if earlier is None:
+                    results[refused] = None
+                elif earlier["seq"] != message.seq:
+                    results[refused] = _stored(earlier, duplicate=True)
+                start = refused + 1
+            except AutoReconnect as exc:
+                if resent or not _lost_in_flight(exc):
+                    raise
+                resent = True  # what landed is refused as this call's own, above
+        for message in messages:
+            self._remember(message.room, message.seq)
+        return results
 
     def _keep(self, docs: list[Document], stored: dict[DraftKey, Document]) -> None:
         """Record inserted documents and move each room's remembered sequence past them."""

@@ -1,0 +1,344 @@
+"""Number, fan out, then store: the message path of a single node.
+
+On one node (an ``ordered`` broker) nothing else numbers the node's rooms, so the node
+numbers each message itself, fans it out at once and stores it right after, in a group
+commit of everything numbered meanwhile; the sender's ack still waits for durability.
+Waiting for the store before fan-out put one journaled write into every recipient's
+latency (2.6-3.5 ms after a pause on the store measured in docs/benchmarks.md, tens of
+milliseconds once it is busy); here the store's time is only in the sender's ack.
+
+What the room sees and what it can rely on:
+- Every reader sees staged messages: ``StagedHistory`` merges what is numbered but not
+  yet stored into every answer of the store (joins, resumes, history pages, gap fills),
+  so a resume never misses a message that was fanned out and not yet written.
+- A retried send (same client id) is recognised before fan-out: the node remembers the
+  recent draft keys of each room it numbers, seeded from the store the first time it
+  numbers the room. A retry older than that memory is caught by the store's index at
+  write time: its sender is acknowledged with the earlier message and the new number
+  stays unused (history reads step over it).
+- If a write fails, its messages stay staged and are written again with backoff; their
+  senders are told to retry with the same client id, and a retry is acknowledged once
+  the write lands. Past ``MAX_STAGED`` messages waiting, new sends are refused before
+  they are numbered.
+- The price: a message is seen before it is durable. If the process dies before its
+  write (a window of one store write), the room saw a message that history will not
+  have; it was never acknowledged, so its sender's client sends it again.
+
+Several nodes (a shared broker) number through the store instead (``writer.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+
+from papo.hub.history import Draft, History, Stored
+from papo.hub.metrics import HubMetrics
+from papo.hub.tasks import stop_task
+from papo.hub.writer import MAX_BATCH, Publish
+
+log = logging.getLogger("papo.hub")
+
+SEED_KEYS = 500  # draft keys read from the store when a room is first numbered
+KEEP_KEYS = 1000  # draft keys remembered per room
+MAX_ROOMS = 100_000  # rooms whose numbering is remembered (those with staged ones stay)
+MAX_STAGED = 10_000  # messages fanned out and not yet stored, node-wide
+RETRY_FIRST = 0.1
+RETRY_MAX = 2.0
+
+SenderKey = tuple[str, str]  # (sender id, client id) within a room
+
+
+class NotStoredYet(RuntimeError):
+    """The message reached the room but its write failed; it is written again."""
+
+
+class HistoryBehind(RuntimeError):
+    """Too many messages wait for the store; new sends are refused until it catches up."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    draft: Draft
+    done: asyncio.Future[Stored]
+
+
+@dataclass(slots=True)
+class _Waiter:
+    done: asyncio.Future[Stored]
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class _Staged:
+    message: Stored
+    waiters: list[_Waiter]
+    durable: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
+class _Room:
+    last: int  # the highest number handed out
+    keys: OrderedDict[SenderKey, Stored] = field(default_factory=OrderedDict)
+    staged: dict[int, _Staged] = field(default_factory=dict)  # in number order
+
+    def remember(self, message: Stored) -> None:
+        key = (message.sender_id, message.client_id)
+        self.keys[key] = message
+        self.keys.move_to_end(key)
+        if len(self.keys) > KEEP_KEYS:
+            self.keys.popitem(last=False)
+
+
+class WriteBehind:
+    def __init__(self, store: History, publish: Publish, metrics: HubMetrics) -> None:
+        self._store = store
+        self._publish = publish
+        self._metrics = metrics
+        self._rooms: OrderedDict[str, _Room] = OrderedDict()  # least recently numbered first
+        self._waiting: deque[_Pending] = deque()
+        self._line: deque[_Staged] = deque()  # numbered and not yet stored, in order
+        self._numbering: asyncio.Task[None] | None = None
+        self._storing: asyncio.Task[None] | None = None
+        self._accepting = True
+        self.view = StagedHistory(store, self)
+
+    def submit(self, draft: Draft) -> asyncio.Future[Stored]:
+        """Queue a draft synchronously (so one sender's order is kept); await its ack."""
+        if not self._accepting:
+            raise RuntimeError("papo is shutting down")
+        future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Pending(draft, future))
+        if self._numbering is None:
+            # Starts on the next loop turn: sends made during this one are numbered together.
+            self._numbering = asyncio.create_task(self._number_all(), name="papo-numbering")
+        return future
+
+    def staged(self, room: str) -> list[Stored]:
+        state = self._rooms.get(room)
+        return [] if state is None else [entry.message for entry in state.staged.values()]
+
+    async def until_stored(self, room: str, seq: int) -> None:
+        state = self._rooms.get(room)
+        entry = None if state is None else state.staged.get(seq)
+        if entry is not None:
+            await entry.durable.wait()
+
+    async def drain(self, seconds: float) -> None:
+        """Stop taking drafts; wait (up to ``seconds``) for staged ones to be stored."""
+        self._accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._numbering is not None or self._storing is not None:
+            if loop.time() > deadline:
+                log.warning("drain timed out with unstored messages (not acknowledged)")
+                break
+            await asyncio.sleep(0.01)
+        shutting = RuntimeError("papo is shutting down")
+        _fail((pending.done for pending in self._waiting), shutting)
+        self._waiting.clear()
+        _fail((w.done for entry in self._line for w in entry.waiters), shutting)
+        for task in (self._numbering, self._storing):
+            if task is not None:
+                await stop_task(task)
+
+    # --- numbering and fan-out ---------------------------------------------------------------
+
+    async def _number_all(self) -> None:
+        try:
+            while self._waiting:
+                size = min(MAX_BATCH, len(self._waiting))
+                batch = [self._waiting.popleft() for _ in range(size)]
+                try:
+                    await self._number(batch)
+                except asyncio.CancelledError:  # drain gave up: whoever still waits is told
+                    _fail((p.done for p in batch), RuntimeError("papo is shutting down"))
+                    raise
+        finally:
+            self._numbering = None
+
+    async def _number(self, batch: list[_Pending]) -> None:
+        rooms = self._rooms
+        unknown = list(dict.fromkeys(p.draft.room for p in batch if p.draft.room not in rooms))
+        if unknown:
+            try:
+                await self._seed(unknown)
+            except Exception as exc:
+                log.warning("history read failed", extra={"rooms": unknown, "error": repr(exc)})
+                _fail((p.done for p in batch if p.draft.room not in self._rooms), exc)
+                batch = [p for p in batch if p.draft.room in self._rooms]
+        now = time.time()
+        fresh: list[Stored] = []
+        for pending in batch:
+            draft = pending.draft
+            room = self._rooms[draft.room]
+            self._rooms.move_to_end(draft.room)
+            known = room.keys.get((draft.sender_id, draft.client_id))
+            if known is not None:  # a retried send: never numbered or shown twice
+                entry = room.staged.get(known.seq)
+                if entry is not None:
+                    entry.waiters.append(_Waiter(pending.done, duplicate=True))
+                else:
+                    pending.done.set_result(dataclasses.replace(known, duplicate=True))
+                continue
+            if len(self._line) >= MAX_STAGED:
+                pending.done.set_exception(HistoryBehind("history is not keeping up"))
+                continue
+            room.last += 1
+            message = Stored(
+                room=draft.room,
+                seq=room.last,
+                ts=now,
+                sender_id=draft.sender_id,
+                sender_name=draft.sender_name,
+                text=draft.text,
+                client_id=draft.client_id,
+            )
+            room.remember(message)
+            entry = _Staged(message, [_Waiter(pending.done, duplicate=False)])
+            room.staged[message.seq] = entry
+            self._line.append(entry)
+            fresh.append(message)
+        if not fresh:
+            return
+        self._metrics.history_staged.set(len(self._line))
+        if self._storing is None:
+            self._storing = asyncio.create_task(self._store_all(), name="papo-history-writer")
+        try:
+            await self._publish(fresh)
+        except Exception as exc:  # still stored: resumes and gap fills bring them
+            log.warning("publish failed before store", extra={"error": repr(exc)})
+
+    async def _seed(self, rooms: list[str]) -> None:
+        """Learn each room's last number and recent draft keys from the store. A room
+        with nothing staged holds nothing the store lacks, so the store's word is whole."""
+        reads = (self._store.before(room, None, SEED_KEYS) for room in rooms)
+        recent = await asyncio.gather(*reads)
+        for room, messages in zip(rooms, recent, strict=True):
+            state = _Room(last=messages[-1].seq if messages else 0)
+            for message in messages:
+                state.remember(message)
+            self._rooms[room] = state
+        if len(self._rooms) > MAX_ROOMS:
+            idle = [room for room, state in self._rooms.items() if not state.staged]
+            for room in idle[: len(self._rooms) - MAX_ROOMS]:
+                del self._rooms[room]
+
+    # --- storing -----------------------------------------------------------------------------
+
+    async def _store_all(self) -> None:
+        delay = RETRY_FIRST
+        try:
+            while self._line:
+                batch = list(islice(self._line, MAX_BATCH))
+                started = time.perf_counter()
+                try:
+                    results = await self._store.insert([entry.message for entry in batch])
+                except Exception as exc:
+                    log.warning(
+                        "history write failed; retrying",
+                        extra={"messages": len(self._line), "error": repr(exc), "retry_s": delay},
+                    )
+                    self._metrics.history_errors.inc()
+                    failure = NotStoredYet("the message was delivered but is not stored yet")
+                    _fail((w.done for entry in self._line for w in entry.waiters), failure)
+                    for entry in self._line:
+                        entry.waiters.clear()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+                    continue
+                delay = RETRY_FIRST
+                self._metrics.history_seconds.observe(time.perf_counter() - started)
+                self._metrics.history_batch.observe(len(batch))
+                for entry, result in zip(batch, results, strict=True):
+                    self._line.popleft()
+                    self._settle(entry, result)
+                self._metrics.history_staged.set(len(self._line))
+        finally:
+            self._storing = None
+
+    def _settle(self, entry: _Staged, result: Stored | None) -> None:
+        message = entry.message
+        room = self._rooms[message.room]  # rooms with staged messages are never forgotten
+        del room.staged[message.seq]
+        entry.durable.set()
+        if result is None:
+            log.error(
+                "sequence number taken by another writer: is a second node with the memory "
+                "broker sharing this history store? Nodes that share a store need "
+                "PAPO_BROKER=redis",
+                extra={"room": message.room, "seq": message.seq},
+            )
+            _fail((w.done for w in entry.waiters), RuntimeError("sequence number taken"))
+            return
+        if result.duplicate:  # a retry of a message stored before this node knew the room
+            room.remember(result)
+        else:
+            self._metrics.messages.inc()
+        for waiter in entry.waiters:
+            if not waiter.done.done():
+                duplicate = waiter.duplicate or result.duplicate
+                waiter.done.set_result(dataclasses.replace(result, duplicate=duplicate))
+
+
+class StagedHistory:
+    """The store as readers must see it: with every staged message merged in."""
+
+    def __init__(self, store: History, writes: WriteBehind) -> None:
+        self._store = store
+        self._writes = writes
+
+    async def prepare(self) -> None:
+        await self._store.prepare()
+
+    async def append(self, drafts: Sequence[Draft]) -> list[Stored]:
+        return await self._store.append(drafts)
+
+    async def insert(self, messages: Sequence[Stored]) -> list[Stored | None]:
+        return await self._store.insert(messages)
+
+    # A staged list is taken before the store is asked: a message leaves it only once
+    # stored, so each message is in the list, in the store's answer, or in both.
+
+    async def after(self, room: str, seq: int, limit: int) -> list[Stored]:
+        staged = [m for m in self._writes.staged(room) if m.seq > seq]
+        stored = await self._store.after(room, seq, limit)
+        return _merge(stored, staged)[:limit]
+
+    async def before(self, room: str, seq: int | None, limit: int) -> list[Stored]:
+        staged = [m for m in self._writes.staged(room) if seq is None or m.seq < seq]
+        stored = await self._store.before(room, seq, limit)
+        return _merge(stored, staged)[-limit:] if limit > 0 else []
+
+    async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
+        staged = {room: self._writes.staged(room) for room in rooms}
+        stored = await self._store.last_seqs(rooms)
+        return {room: max([stored[room]] + [m.seq for m in staged[room]]) for room in rooms}
+
+    async def edit(self, room: str, seq: int, sender_id: str, text: str) -> Stored | None:
+        await self._writes.until_stored(room, seq)
+        return await self._store.edit(room, seq, sender_id, text)
+
+    async def delete(self, room: str, seq: int, sender_id: str) -> Stored | None:
+        await self._writes.until_stored(room, seq)
+        return await self._store.delete(room, seq, sender_id)
+
+
+def _merge(stored: list[Stored], staged: list[Stored]) -> list[Stored]:
+    if not staged:
+        return stored
+    by_seq = {message.seq: message for message in staged}
+    by_seq.update((message.seq, message) for message in stored)  # the store's copy wins
+    return [by_seq[seq] for seq in sorted(by_seq)]
+
+
+def _fail(futures: Iterable[asyncio.Future[Stored]], exc: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)

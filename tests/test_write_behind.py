@@ -1,0 +1,242 @@
+"""One node numbers, fans out, then stores: what rooms and senders see of it.
+
+The store is the real MongoDB-wire server behind a proxy that can hold its writes
+(as a slow journal would) or drop it altogether, while reads go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+
+from papo.hub import write_behind
+from papo.hub.history import Draft, Stored
+from papo.hub.metrics import HubMetrics
+from papo.hub.write_behind import HistoryBehind, NotStoredYet, WriteBehind
+from papo.persistence.history_mongo import MongoHistory
+from papo.persistence.mongo import connect_mongo
+from papo.server.config import Settings
+from tests.proxy import TcpProxy
+
+INSERT = b"\x02insert\x00"  # the first key of an OP_MSG insert command, as BSON
+
+
+@dataclass
+class Node:
+    """A write-behind line over MongoDB through the proxy, and what it fanned out."""
+
+    proxy: TcpProxy
+    history: MongoHistory
+    direct: AsyncMongoClient[dict[str, Any]]
+    database: str
+    metrics: HubMetrics = field(default_factory=lambda: HubMetrics(CollectorRegistry()))
+    published: list[Stored] = field(default_factory=list)
+    writes: WriteBehind | None = None
+
+    def start(self) -> WriteBehind:
+        async def publish(messages: Sequence[Stored]) -> None:
+            self.published.extend(messages)
+
+        self.writes = WriteBehind(self.history, publish, self.metrics)
+        return self.writes
+
+    async def stored(self, room: str) -> list[tuple[int, str]]:
+        docs = self.direct[self.database]["messages"].find({"room": room}).sort("seq")
+        return [(doc["seq"], doc["text"]) async for doc in docs]
+
+
+@pytest.fixture
+async def node(mongo_proxy: tuple[TcpProxy, str], base_settings: Settings) -> AsyncIterator[Node]:
+    proxy, url = mongo_proxy
+    assert base_settings.urls.mongo
+    client = connect_mongo(url, timeout=0.5)  # an outage shows within half a second
+    direct = connect_mongo(base_settings.urls.mongo)
+    database = f"behind_{secrets.token_hex(4)}"
+    history = MongoHistory(client, database)
+    await history.prepare()
+    built = Node(proxy, history, direct, database)
+    yield built
+    proxy.unstall()
+    proxy.up()
+    if built.writes is not None:
+        await built.writes.drain(5)
+    await client.close()
+    await direct.close()
+
+
+def _draft(room: str, client_id: str, text: str = "", sender: str = "u1") -> Draft:
+    return Draft(room, sender, "U", text or f"text {client_id}", client_id)
+
+
+async def _until(predicate: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_the_room_sees_a_message_before_its_write_lands_and_the_sender_after(
+    node: Node,
+) -> None:
+    writes = node.start()
+    await writes.submit(_draft("r", "c0", "warm"))  # the room is known; its write done
+    node.proxy.stall(INSERT)
+    ack = writes.submit(_draft("r", "c1", "hello"))
+    await _until(lambda: node.proxy.stalled == 1)
+
+    assert [(m.seq, m.text) for m in node.published] == [(1, "warm"), (2, "hello")]
+    assert not ack.done(), "no ack before the write is durable"
+    assert await node.stored("r") == [(1, "warm")]
+    view = writes.view
+    assert [m.text for m in await view.after("r", 0, 10)] == ["warm", "hello"], "resume sees it"
+    assert [m.text for m in await view.before("r", None, 1)] == ["hello"], "a join sees it"
+    assert await view.last_seqs(["r", "other"]) == {"r": 2, "other": 0}
+
+    node.proxy.unstall()
+    stored = await ack
+    assert (stored.seq, stored.duplicate) == (2, False)
+    assert await node.stored("r") == [(1, "warm"), (2, "hello")]
+    assert [m.text for m in await view.after("r", 0, 10)] == ["warm", "hello"], "once each"
+
+
+async def test_sends_meanwhile_are_shown_at_once_and_share_the_next_write(node: Node) -> None:
+    writes = node.start()
+    await writes.submit(_draft("a", "c0"))
+    node.proxy.stall(INSERT)
+    first = writes.submit(_draft("a", "c1"))
+    await _until(lambda: node.proxy.stalled == 1)
+    later = [writes.submit(_draft(room, "c2")) for room in ("a", "b", "c")]
+    await _until(lambda: len(node.published) == 5)
+    assert [(m.room, m.seq) for m in node.published[1:]] == [
+        ("a", 2),
+        ("a", 3),
+        ("b", 1),
+        ("c", 1),
+    ], "numbered and fanned out while the write before them is held"
+
+    node.proxy.unstall()
+    acks = await asyncio.gather(first, *later)
+    assert [(m.room, m.seq) for m in acks] == [("a", 2), ("a", 3), ("b", 1), ("c", 1)]
+    batches = node.metrics.registry.get_sample_value("papo_history_write_batch_size_count")
+    assert batches == 3, "the three held back went into one write"
+
+
+async def test_a_retry_is_never_shown_twice_whether_staged_or_stored_before_a_restart(
+    node: Node,
+) -> None:
+    (earlier,) = await node.history.append([_draft("r", "c1", "from before the restart")])
+    writes = node.start()
+
+    again = await writes.submit(_draft("r", "c1", "from before the restart"))
+    assert (again.seq, again.duplicate) == (earlier.seq, True)
+    assert node.published == [], "a message stored before this node started is not re-shown"
+
+    node.proxy.stall(INSERT)
+    first = writes.submit(_draft("r", "c2", "new"))
+    await _until(lambda: node.proxy.stalled == 1)
+    retry = writes.submit(_draft("r", "c2", "new"))
+    await asyncio.sleep(0.05)
+    node.proxy.unstall()
+    acks = await asyncio.gather(first, retry)
+    assert [(m.seq, m.duplicate) for m in acks] == [(2, False), (2, True)]
+    assert [(m.seq, m.text) for m in node.published] == [(2, "new")], "shown once"
+    assert await node.stored("r") == [(1, "from before the restart"), (2, "new")]
+
+
+async def test_a_retry_older_than_the_nodes_memory_is_acked_as_the_earlier_message(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_behind, "SEED_KEYS", 1)  # the node learns only the newest key
+    await node.history.append([_draft("r", "old"), _draft("r", "newer")])
+    writes = node.start()
+    ack = await writes.submit(_draft("r", "old"))
+    assert (ack.seq, ack.duplicate) == (1, True), "the store's index recognised it"
+    after = await writes.submit(_draft("r", "next"))
+    assert after.seq == 4, "the number shown for the retry stays unused"
+    assert await node.stored("r") == [(1, "text old"), (2, "text newer"), (4, "text next")]
+    assert [m.seq for m in await writes.view.after("r", 0, 10)] == [1, 2, 4]
+
+
+async def test_a_failed_write_is_retried_and_the_senders_retry_is_acknowledged(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_behind, "RETRY_FIRST", 0.05)
+    writes = node.start()
+    await writes.submit(_draft("r", "c0"))
+    node.proxy.down()
+    first = writes.submit(_draft("r", "c1", "during the outage"))
+    with pytest.raises(NotStoredYet):
+        await first
+    assert [m.seq for m in node.published] == [1, 2], "the room saw it"
+    assert (node.metrics.registry.get_sample_value("papo_history_write_errors_total") or 0) >= 1
+    assert node.metrics.registry.get_sample_value("papo_history_staged") == 1
+
+    retry = writes.submit(_draft("r", "c1", "during the outage"))
+    node.proxy.up()
+    ack = await asyncio.wait_for(retry, 30)
+    assert (ack.seq, ack.duplicate) == (2, True), "the same message, under its first number"
+    assert [m.seq for m in node.published] == [1, 2], "not shown again"
+    assert await node.stored("r") == [(1, "text c0"), (2, "during the outage")]
+    assert node.metrics.registry.get_sample_value("papo_history_staged") == 0
+
+
+async def test_past_the_staged_limit_sends_are_refused_before_anyone_sees_them(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_behind, "MAX_STAGED", 3)
+    writes = node.start()
+    await writes.submit(_draft("r", "c0"))
+    node.proxy.stall(INSERT)
+    held = [writes.submit(_draft("r", f"c{n}")) for n in range(1, 4)]
+    refused = writes.submit(_draft("r", "c4"))
+    with pytest.raises(HistoryBehind):
+        await refused
+    assert [m.seq for m in node.published] == [1, 2, 3, 4], "the refused one was not shown"
+    node.proxy.unstall()
+    assert [m.seq for m in await asyncio.gather(*held)] == [2, 3, 4]
+    assert (await writes.submit(_draft("r", "c4"))).seq == 5, "accepted once the store caught up"
+
+
+async def test_an_edit_of_a_message_not_yet_stored_waits_for_its_write(node: Node) -> None:
+    writes = node.start()
+    await writes.submit(_draft("r", "c0"))
+    node.proxy.stall(INSERT)
+    ack = writes.submit(_draft("r", "c1", "typo"))
+    await _until(lambda: node.proxy.stalled == 1)
+    edit = asyncio.create_task(writes.view.edit("r", 2, "u1", "fixed"))
+    await asyncio.sleep(0.05)
+    assert not edit.done()
+    node.proxy.unstall()
+    edited = await edit
+    assert edited is not None
+    assert edited.text == "fixed"
+    assert (await ack).seq == 2
+    assert await node.stored("r") == [(1, "text c0"), (2, "fixed")]
+
+
+async def test_drain_stores_what_is_staged_and_gives_up_on_a_store_that_never_answers(
+    node: Node,
+) -> None:
+    writes = node.start()
+    stored = [writes.submit(_draft("r", f"c{n}")) for n in range(3)]
+    await writes.drain(10)
+    assert [(await ack).seq for ack in stored] == [1, 2, 3]
+    with pytest.raises(RuntimeError, match="shutting down"):
+        writes.submit(_draft("r", "late"))
+
+    stuck = node.start()
+    await stuck.submit(_draft("r", "c3"))
+    node.proxy.stall(INSERT)
+    never = stuck.submit(_draft("r", "c4"))
+    await _until(lambda: node.proxy.stalled == 1)
+    await asyncio.wait_for(stuck.drain(0.2), 10)
+    with pytest.raises(RuntimeError, match="shutting down"):
+        await never
