@@ -27,6 +27,7 @@ from papo.server.config import Settings
 from tests.proxy import TcpProxy
 
 INSERT = b"\x02insert\x00"  # the first key of an OP_MSG insert command, as BSON
+FIND = b"\x02find\x00"
 
 
 @dataclass
@@ -115,12 +116,9 @@ async def test_sends_meanwhile_are_shown_at_once_and_share_the_next_write(node: 
     await _until(lambda: node.proxy.stalled == 1)
     later = [writes.submit(_draft(room, "c2")) for room in ("a", "b", "c")]
     await _until(lambda: len(node.published) == 5)
-    assert [(m.room, m.seq) for m in node.published[1:]] == [
-        ("a", 2),
-        ("a", 3),
-        ("b", 1),
-        ("c", 1),
-    ], "numbered and fanned out while the write before them is held"
+    shown = [(m.room, m.seq) for m in node.published[1:]]
+    assert shown[:2] == [("a", 2), ("a", 3)], "in order, while the write before them is held"
+    assert sorted(shown[2:]) == [("b", 1), ("c", 1)], "new rooms too, once learned"
 
     node.proxy.unstall()
     acks = await asyncio.gather(first, *later)
@@ -240,3 +238,19 @@ async def test_drain_stores_what_is_staged_and_gives_up_on_a_store_that_never_an
     await asyncio.wait_for(stuck.drain(0.2), 10)
     with pytest.raises(RuntimeError, match="shutting down"):
         await never
+
+
+async def test_a_room_being_learned_holds_only_its_own_messages(node: Node) -> None:
+    writes = node.start()
+    await writes.submit(_draft("known", "c0"))
+    node.proxy.stall(FIND)  # the read that learns a new room's last number is slow
+    new_room = [writes.submit(_draft("new", f"c{n}")) for n in range(2)]
+    await _until(lambda: node.proxy.stalled == 1)
+    other = await writes.submit(_draft("known", "c1"))
+    assert other.seq == 2, "another room's message is shown and stored meanwhile"
+    assert [m.room for m in node.published] == ["known", "known"]
+    later = writes.submit(_draft("new", "c2"))
+    node.proxy.unstall()
+    acks = await asyncio.gather(*new_room, later)
+    assert [m.seq for m in acks] == [1, 2, 3], "the new room's messages keep their order"
+    assert [(m.room, m.seq) for m in node.published[2:]] == [("new", 1), ("new", 2), ("new", 3)]

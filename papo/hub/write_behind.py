@@ -85,12 +85,15 @@ class _Staged:
 @dataclass(slots=True)
 class _Room:
     last: int  # the highest number handed out
-    keys: OrderedDict[SenderKey, Stored] = field(default_factory=OrderedDict)
+    # (sender id, client id) -> (number, time) of recent sends. Tuples of strings and
+    # numbers only, which the cycle collector stops tracking: 100,000 remembered sends
+    # would otherwise lengthen every full collection, which stops the loop.
+    keys: OrderedDict[SenderKey, tuple[int, float]] = field(default_factory=OrderedDict)
     staged: dict[int, _Staged] = field(default_factory=dict)  # in number order
 
     def remember(self, message: Stored) -> None:
         key = (message.sender_id, message.client_id)
-        self.keys[key] = message
+        self.keys[key] = (message.seq, message.ts)
         self.keys.move_to_end(key)
         if len(self.keys) > KEEP_KEYS:
             self.keys.popitem(last=False)
@@ -106,6 +109,8 @@ class WriteBehind:
         self._line: deque[_Staged] = deque()  # numbered and not yet stored, in order
         self._numbering: asyncio.Task[None] | None = None
         self._storing: asyncio.Task[None] | None = None
+        self._seeding: dict[str, list[_Pending]] = {}  # rooms being learned: their drafts
+        self._seeds: set[asyncio.Task[None]] = set()
         self._accepting = True
         self.view = StagedHistory(store, self)
 
@@ -135,7 +140,7 @@ class WriteBehind:
         self._accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._numbering is not None or self._storing is not None:
+        while self._numbering is not None or self._storing is not None or self._seeds:
             if loop.time() > deadline:
                 log.warning("drain timed out with unstored messages (not acknowledged)")
                 break
@@ -144,7 +149,7 @@ class WriteBehind:
         _fail((pending.done for pending in self._waiting), shutting)
         self._waiting.clear()
         _fail((w.done for entry in self._line for w in entry.waiters), shutting)
-        for task in (self._numbering, self._storing):
+        for task in (self._numbering, self._storing, *self._seeds):
             if task is not None:
                 await stop_task(task)
 
@@ -164,15 +169,7 @@ class WriteBehind:
             self._numbering = None
 
     async def _number(self, batch: list[_Pending]) -> None:
-        rooms = self._rooms
-        unknown = list(dict.fromkeys(p.draft.room for p in batch if p.draft.room not in rooms))
-        if unknown:
-            try:
-                await self._seed(unknown)
-            except Exception as exc:
-                log.warning("history read failed", extra={"rooms": unknown, "error": repr(exc)})
-                _fail((p.done for p in batch if p.draft.room not in self._rooms), exc)
-                batch = [p for p in batch if p.draft.room in self._rooms]
+        batch = [pending for pending in batch if not self._parked(pending)]
         now = time.time()
         fresh: list[Stored] = []
         for pending in batch:
@@ -181,25 +178,18 @@ class WriteBehind:
             self._rooms.move_to_end(draft.room)
             known = room.keys.get((draft.sender_id, draft.client_id))
             if known is not None:  # a retried send: never numbered or shown twice
-                entry = room.staged.get(known.seq)
+                entry = room.staged.get(known[0])
                 if entry is not None:
                     entry.waiters.append(_Waiter(pending.done, duplicate=True))
-                else:
-                    pending.done.set_result(dataclasses.replace(known, duplicate=True))
+                else:  # its ack names the stored number and time (not the text)
+                    earlier = _message(draft, *known)
+                    pending.done.set_result(dataclasses.replace(earlier, duplicate=True))
                 continue
             if len(self._line) >= MAX_STAGED:
                 pending.done.set_exception(HistoryBehind("history is not keeping up"))
                 continue
             room.last += 1
-            message = Stored(
-                room=draft.room,
-                seq=room.last,
-                ts=now,
-                sender_id=draft.sender_id,
-                sender_name=draft.sender_name,
-                text=draft.text,
-                client_id=draft.client_id,
-            )
+            message = _message(draft, room.last, now)
             room.remember(message)
             entry = _Staged(message, [_Waiter(pending.done, duplicate=False)])
             room.staged[message.seq] = entry
@@ -215,20 +205,49 @@ class WriteBehind:
         except Exception as exc:  # still stored: resumes and gap fills bring them
             log.warning("publish failed before store", extra={"error": repr(exc)})
 
-    async def _seed(self, rooms: list[str]) -> None:
-        """Learn each room's last number and recent draft keys from the store. A room
-        with nothing staged holds nothing the store lacks, so the store's word is whole."""
-        reads = (self._store.before(room, None, SEED_KEYS) for room in rooms)
-        recent = await asyncio.gather(*reads)
-        for room, messages in zip(rooms, recent, strict=True):
-            state = _Room(last=messages[-1].seq if messages else 0)
-            for message in messages:
-                state.remember(message)
-            self._rooms[room] = state
+    def _parked(self, pending: _Pending) -> bool:
+        """Hold a draft for a room this node has not numbered yet, behind the read that
+        learns the room: the other rooms' messages go on meanwhile (at a start, 100 busy
+        rooms would otherwise queue every message behind 100 reads). A room's drafts
+        that come while it is read wait with it, so its order is kept."""
+        room = pending.draft.room
+        if room in self._rooms:
+            return False
+        parked = self._seeding.get(room)
+        if parked is None:
+            parked = self._seeding[room] = []
+            task = asyncio.create_task(self._seed(room), name=f"papo-seed-{room}")
+            self._seeds.add(task)
+            task.add_done_callback(self._seeds.discard)
+        parked.append(pending)
+        return True
+
+    async def _seed(self, room: str) -> None:
+        """Learn the room's last number and recent draft keys from the store, then queue
+        its held drafts ahead of everything that came after them. A room with nothing
+        staged holds nothing the store lacks, so the store's word is whole."""
+        try:
+            messages = await self._store.before(room, None, SEED_KEYS)
+        except Exception as exc:
+            log.warning("history read failed", extra={"room": room, "error": repr(exc)})
+            _fail((p.done for p in self._seeding.pop(room, ())), exc)
+            return
+        except asyncio.CancelledError:
+            _fail(
+                (p.done for p in self._seeding.pop(room, ())), RuntimeError("papo is shutting down")
+            )
+            raise
+        state = _Room(last=messages[-1].seq if messages else 0)
+        for message in messages:
+            state.remember(message)
+        self._rooms[room] = state
+        self._waiting.extendleft(reversed(self._seeding.pop(room, [])))
+        if self._numbering is None and self._waiting:
+            self._numbering = asyncio.create_task(self._number_all(), name="papo-numbering")
         if len(self._rooms) > MAX_ROOMS:
-            idle = [room for room, state in self._rooms.items() if not state.staged]
-            for room in idle[: len(self._rooms) - MAX_ROOMS]:
-                del self._rooms[room]
+            idle = [name for name, known in self._rooms.items() if not known.staged]
+            for name in idle[: len(self._rooms) - MAX_ROOMS]:
+                del self._rooms[name]
 
     # --- storing -----------------------------------------------------------------------------
 
@@ -328,6 +347,18 @@ class StagedHistory:
     async def delete(self, room: str, seq: int, sender_id: str) -> Stored | None:
         await self._writes.until_stored(room, seq)
         return await self._store.delete(room, seq, sender_id)
+
+
+def _message(draft: Draft, seq: int, ts: float) -> Stored:
+    return Stored(
+        room=draft.room,
+        seq=seq,
+        ts=ts,
+        sender_id=draft.sender_id,
+        sender_name=draft.sender_name,
+        text=draft.text,
+        client_id=draft.client_id,
+    )
 
 
 def _merge(stored: list[Stored], staged: list[Stored]) -> list[Stored]:
