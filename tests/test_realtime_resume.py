@@ -211,3 +211,24 @@ async def test_messages_shown_before_their_write_lands_reach_joiners_and_resumes
             proxy.unstall()
             for client in (talker, reader, late):
                 await client.close()
+
+
+async def test_on_one_node_a_resume_past_history_keeps_those_numbers_unused(
+    base_settings: Settings,
+) -> None:
+    async with (
+        serving(on_one_node(base_settings)) as running,
+        httpx.AsyncClient(base_url=running.url) as http,
+    ):
+        alice = await register_and_login(http, prefix="alice")
+        async with await PapoClient.connect(ws_url(running), alice.access_token) as a:
+            room = (await a.request("room.create", name="after a crash"))["id"]
+            await a.request("room.join", room=room)
+            await a.send_message(room, "stored")
+            # As after a node died with messages 2 and 3 shown and not yet stored:
+            report = await a.request("resume", rooms={room: 3})
+            assert report["rooms"][room] == {"replayed": 0, "last_seq": 3, "reset": False}
+            ack = await a.send_message(room, "next")
+            assert ack["seq"] == 4, "the numbers the client saw are not handed out again"
+            live = await _collect_messages(a, room, until_seq=4)
+            assert [e["seq"] for e in live][-1] == 4, "and the client does not skip it"

@@ -254,3 +254,26 @@ async def test_a_room_being_learned_holds_only_its_own_messages(node: Node) -> N
     acks = await asyncio.gather(*new_room, later)
     assert [m.seq for m in acks] == [1, 2, 3], "the new room's messages keep their order"
     assert [(m.room, m.seq) for m in node.published[2:]] == [("new", 1), ("new", 2), ("new", 3)]
+
+
+async def test_a_number_a_client_saw_is_never_given_to_another_message(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = node.start()
+    await writes.submit(_draft("r", "c1", "stored"))
+    node.proxy.down()  # the node dies with message 2 shown and not stored
+    lost = writes.submit(_draft("r", "c2", "shown, then lost"))
+    await _until(lambda: len(node.published) == 2)
+    await writes.drain(0)
+    with pytest.raises(RuntimeError):
+        await lost
+    node.proxy.up()
+
+    restarted = node.start()
+    restarted.saw("r", 2)  # a client resumes: it saw 2
+    restarted.saw("elsewhere", 10**9)  # a member cannot push numbers arbitrarily far
+    after = await restarted.submit(_draft("r", "c3", "next"))
+    assert after.seq == 3, "2 stays the lost message's number"
+    far = await restarted.submit(_draft("elsewhere", "c1"))
+    assert far.seq == write_behind.MAX_STAGED + 1
+    assert await node.stored("r") == [(1, "stored"), (3, "next")]

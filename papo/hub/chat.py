@@ -303,6 +303,8 @@ class Chat:
             if room not in connection.rooms:
                 await self.hub.subscribe(connection, room)
             last = (await self.hub.history.last_seqs([room]))[room]
+            if after > last:  # it saw messages history lacks: lost by a node that died
+                self.hub.writers.saw(room, after)
             missed = max(0, last - after)
             if missed > self.hub.limits.resume_limit:
                 connection.push(

@@ -84,7 +84,8 @@ class _Staged:
 
 @dataclass(slots=True)
 class _Room:
-    last: int  # the highest number handed out
+    last: int  # the highest number handed out (or that clients say they saw)
+    used: int  # the highest number of a message this node stored, staged or learned
     # (sender id, client id) -> (number, time) of recent sends. Tuples of strings and
     # numbers only, which the cycle collector stops tracking: 100,000 remembered sends
     # would otherwise lengthen every full collection, which stops the loop.
@@ -110,6 +111,7 @@ class WriteBehind:
         self._numbering: asyncio.Task[None] | None = None
         self._storing: asyncio.Task[None] | None = None
         self._seeding: dict[str, list[_Pending]] = {}  # rooms being learned: their drafts
+        self._floors: dict[str, int] = {}  # numbers clients saw in rooms not learned yet
         self._seeds: set[asyncio.Task[None]] = set()
         self._accepting = True
         self.view = StagedHistory(store, self)
@@ -124,6 +126,22 @@ class WriteBehind:
             # Starts on the next loop turn: sends made during this one are numbered together.
             self._numbering = asyncio.create_task(self._number_all(), name="papo-numbering")
         return future
+
+    def saw(self, room: str, seq: int) -> None:
+        """A client says it saw ``seq`` in ``room`` (its resume): never number a message
+        at or below it again. Numbers past the store's last can only be messages shown
+        and then lost when a node died before storing them; the node that follows
+        starts numbering from the store, and without this would give a lost message's
+        number to the next one, which a client that saw the lost one would skip.
+        At most ``MAX_STAGED`` past what the room holds is believed: that many could
+        have been lost, and a member must not push a room's numbers further."""
+        state = self._rooms.get(room)
+        if state is not None:
+            state.last = max(state.last, min(seq, state.used + MAX_STAGED))
+            return
+        if len(self._floors) >= MAX_ROOMS:
+            self._floors.clear()
+        self._floors[room] = max(self._floors.get(room, 0), seq)
 
     def staged(self, room: str) -> list[Stored]:
         state = self._rooms.get(room)
@@ -189,6 +207,7 @@ class WriteBehind:
                 pending.done.set_exception(HistoryBehind("history is not keeping up"))
                 continue
             room.last += 1
+            room.used = room.last
             message = _message(draft, room.last, now)
             room.remember(message)
             entry = _Staged(message, [_Waiter(pending.done, duplicate=False)])
@@ -237,7 +256,9 @@ class WriteBehind:
                 (p.done for p in self._seeding.pop(room, ())), RuntimeError("papo is shutting down")
             )
             raise
-        state = _Room(last=messages[-1].seq if messages else 0)
+        stored_last = messages[-1].seq if messages else 0
+        floor = min(self._floors.pop(room, 0), stored_last + MAX_STAGED)
+        state = _Room(last=max(stored_last, floor), used=stored_last)
         for message in messages:
             state.remember(message)
         self._rooms[room] = state

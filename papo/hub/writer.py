@@ -39,6 +39,10 @@ class Writer(Protocol):
 
     def submit(self, draft: Draft) -> asyncio.Future[Stored]: ...
 
+    def saw(self, room: str, seq: int) -> None:
+        """A resuming client saw ``seq`` in ``room``."""
+        ...
+
     async def drain(self, seconds: float) -> None: ...
 
 
@@ -103,6 +107,9 @@ class MessageWriter:
         for item, message in zip(batch, stored, strict=True):
             if not item.done.done():
                 item.done.set_result(message)
+
+    def saw(self, room: str, seq: int) -> None:
+        """Nothing to learn: here a message is stored before anyone sees its number."""
 
     async def drain(self, seconds: float) -> None:
         """Stop taking drafts and wait (up to ``seconds``) for queued ones to be written."""
