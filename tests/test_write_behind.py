@@ -277,3 +277,25 @@ async def test_a_number_a_client_saw_is_never_given_to_another_message(
     far = await restarted.submit(_draft("elsewhere", "c1"))
     assert far.seq == write_behind.MAX_STAGED + 1
     assert await node.stored("r") == [(1, "stored"), (3, "next")]
+
+
+async def test_two_lone_nodes_sharing_a_store_are_refused_loudly(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = node.start(), node.start()  # two nodes with the memory broker
+    await first.submit(_draft("r", "a1"))
+    assert (await second.submit(_draft("r", "b0"))).seq == 2  # it learned the room
+    with pytest.raises(RuntimeError, match="taken"):
+        await first.submit(_draft("r", "a2"))  # by first's own count, 2 again
+    assert await node.stored("r") == [(1, "text a1"), (2, "text b0")]
+    assert "memory broker" in caplog.text, "the log names the misconfiguration"
+
+
+async def test_a_room_that_cannot_be_learned_refuses_its_sends(node: Node) -> None:
+    writes = node.start()
+    node.proxy.down()
+    with pytest.raises(Exception, match=r"(?i)timed out|refused|closed|connect"):
+        await writes.submit(_draft("r", "c1"))
+    assert node.published == []
+    node.proxy.up()
+    assert (await writes.submit(_draft("r", "c1"))).seq == 1, "learned on the next send"
