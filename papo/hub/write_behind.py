@@ -34,14 +34,14 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
 from papo.hub.history import Draft, History, Stored
 from papo.hub.metrics import HubMetrics
 from papo.hub.tasks import stop_task
-from papo.hub.writer import MAX_BATCH, Publish
+from papo.hub.writer import MAX_BATCH, Pending, Publish, fail
 
 log = logging.getLogger("papo.hub")
 
@@ -61,12 +61,6 @@ class NotStoredYet(RuntimeError):
 
 class HistoryBehind(RuntimeError):
     """Too many messages wait for the store; new sends are refused until it catches up."""
-
-
-@dataclass(slots=True)
-class _Pending:
-    draft: Draft
-    done: asyncio.Future[Stored]
 
 
 @dataclass(slots=True)
@@ -106,11 +100,11 @@ class WriteBehind:
         self._publish = publish
         self._metrics = metrics
         self._rooms: OrderedDict[str, _Room] = OrderedDict()  # least recently numbered first
-        self._waiting: deque[_Pending] = deque()
+        self._waiting: deque[Pending] = deque()
         self._line: deque[_Staged] = deque()  # numbered and not yet stored, in order
         self._numbering: asyncio.Task[None] | None = None
         self._storing: asyncio.Task[None] | None = None
-        self._seeding: dict[str, list[_Pending]] = {}  # rooms being learned: their drafts
+        self._seeding: dict[str, list[Pending]] = {}  # rooms being learned: their drafts
         self._floors: dict[str, int] = {}  # numbers clients saw in rooms not learned yet
         self._seeds: set[asyncio.Task[None]] = set()
         self._accepting = True
@@ -121,11 +115,14 @@ class WriteBehind:
         if not self._accepting:
             raise RuntimeError("papo is shutting down")
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Pending(draft, future))
-        if self._numbering is None:
+        self._waiting.append(Pending(draft, future))
+        self._wake_numbering()
+        return future
+
+    def _wake_numbering(self) -> None:
+        if self._numbering is None and self._waiting:
             # Starts on the next loop turn: sends made during this one are numbered together.
             self._numbering = asyncio.create_task(self._number_all(), name="papo-numbering")
-        return future
 
     def saw(self, room: str, seq: int) -> None:
         """A client says it saw ``seq`` in ``room`` (its resume): never number a message
@@ -164,9 +161,9 @@ class WriteBehind:
                 break
             await asyncio.sleep(0.01)
         shutting = RuntimeError("papo is shutting down")
-        _fail((pending.done for pending in self._waiting), shutting)
+        fail((pending.done for pending in self._waiting), shutting)
         self._waiting.clear()
-        _fail((w.done for entry in self._line for w in entry.waiters), shutting)
+        fail((w.done for entry in self._line for w in entry.waiters), shutting)
         for task in (self._numbering, self._storing, *self._seeds):
             if task is not None:
                 await stop_task(task)
@@ -181,12 +178,12 @@ class WriteBehind:
                 try:
                     await self._number(batch)
                 except asyncio.CancelledError:  # drain gave up: whoever still waits is told
-                    _fail((p.done for p in batch), RuntimeError("papo is shutting down"))
+                    fail((p.done for p in batch), RuntimeError("papo is shutting down"))
                     raise
         finally:
             self._numbering = None
 
-    async def _number(self, batch: list[_Pending]) -> None:
+    async def _number(self, batch: list[Pending]) -> None:
         batch = [pending for pending in batch if not self._parked(pending)]
         now = time.time()
         fresh: list[Stored] = []
@@ -224,7 +221,7 @@ class WriteBehind:
         except Exception as exc:  # still stored: resumes and gap fills bring them
             log.warning("publish failed before store", extra={"error": repr(exc)})
 
-    def _parked(self, pending: _Pending) -> bool:
+    def _parked(self, pending: Pending) -> bool:
         """Hold a draft for a room this node has not numbered yet, behind the read that
         learns the room: the other rooms' messages go on meanwhile (at a start, 100 busy
         rooms would otherwise queue every message behind 100 reads). A room's drafts
@@ -249,10 +246,10 @@ class WriteBehind:
             messages = await self._store.before(room, None, SEED_KEYS)
         except Exception as exc:
             log.warning("history read failed", extra={"room": room, "error": repr(exc)})
-            _fail((p.done for p in self._seeding.pop(room, ())), exc)
+            fail((p.done for p in self._seeding.pop(room, ())), exc)
             return
         except asyncio.CancelledError:
-            _fail(
+            fail(
                 (p.done for p in self._seeding.pop(room, ())), RuntimeError("papo is shutting down")
             )
             raise
@@ -263,8 +260,7 @@ class WriteBehind:
             state.remember(message)
         self._rooms[room] = state
         self._waiting.extendleft(reversed(self._seeding.pop(room, [])))
-        if self._numbering is None and self._waiting:
-            self._numbering = asyncio.create_task(self._number_all(), name="papo-numbering")
+        self._wake_numbering()
         if len(self._rooms) > MAX_ROOMS:
             idle = [name for name, known in self._rooms.items() if not known.staged]
             for name in idle[: len(self._rooms) - MAX_ROOMS]:
@@ -287,7 +283,7 @@ class WriteBehind:
                     )
                     self._metrics.history_errors.inc()
                     failure = NotStoredYet("the message was delivered but is not stored yet")
-                    _fail((w.done for entry in self._line for w in entry.waiters), failure)
+                    fail((w.done for entry in self._line for w in entry.waiters), failure)
                     for entry in self._line:
                         entry.waiters.clear()
                     await asyncio.sleep(delay)
@@ -315,7 +311,7 @@ class WriteBehind:
                 "PAPO_BROKER=redis",
                 extra={"room": message.room, "seq": message.seq},
             )
-            _fail((w.done for w in entry.waiters), RuntimeError("sequence number taken"))
+            fail((w.done for w in entry.waiters), RuntimeError("sequence number taken"))
             return
         if result.duplicate:  # a retry of a message stored before this node knew the room
             room.remember(result)
@@ -388,9 +384,3 @@ def _merge(stored: list[Stored], staged: list[Stored]) -> list[Stored]:
     by_seq = {message.seq: message for message in staged}
     by_seq.update((message.seq, message) for message in stored)  # the store's copy wins
     return [by_seq[seq] for seq in sorted(by_seq)]
-
-
-def _fail(futures: Iterable[asyncio.Future[Stored]], exc: Exception) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(exc)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,7 +47,9 @@ class Writer(Protocol):
 
 
 @dataclass(slots=True)
-class _Pending:
+class Pending:
+    """A send waiting in a writer's line, and the future its sender awaits."""
+
     draft: Draft
     done: asyncio.Future[Stored]
 
@@ -57,7 +59,7 @@ class MessageWriter:
         self._history = history
         self._publish = publish
         self._metrics = metrics
-        self._waiting: deque[_Pending] = deque()
+        self._waiting: deque[Pending] = deque()
         # Exists exactly while drafts wait or a write is in flight.
         self._task: asyncio.Task[None] | None = None
         self._accepting = True
@@ -67,7 +69,7 @@ class MessageWriter:
         if not self._accepting:
             raise RuntimeError("papo is shutting down")
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Pending(draft, future))
+        self._waiting.append(Pending(draft, future))
         if self._task is None:
             # Starts on the next loop turn: sends made during this one share its write.
             self._task = asyncio.create_task(self._run(), name="papo-message-writer")
@@ -81,18 +83,18 @@ class MessageWriter:
                 try:
                     await self._write(batch)
                 except asyncio.CancelledError:  # drain gave up on this write: no ack
-                    _fail(batch, RuntimeError("papo is shutting down"))
+                    fail((item.done for item in batch), RuntimeError("papo is shutting down"))
                     raise
         finally:
             self._task = None  # nothing waits and nothing is being written
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, batch: list[Pending]) -> None:
         started = time.perf_counter()
         try:
             stored = await self._history.append([item.draft for item in batch])
         except Exception as exc:
             log.warning("history write failed", extra={"drafts": len(batch), "error": repr(exc)})
-            _fail(batch, exc)
+            fail((item.done for item in batch), exc)
             return
         self._metrics.history_seconds.observe(time.perf_counter() - started)
         self._metrics.history_batch.observe(len(batch))
@@ -102,7 +104,7 @@ class MessageWriter:
             await self._publish(unique)
         except Exception as exc:
             log.warning("publish failed after store", extra={"error": repr(exc)})
-            _fail(batch, exc)
+            fail((item.done for item in batch), exc)
             return
         for item, message in zip(batch, stored, strict=True):
             if not item.done.done():
@@ -124,12 +126,13 @@ class MessageWriter:
                 log.warning("drain timed out with unwritten messages (not acknowledged)")
                 break
             await asyncio.sleep(0.01)
-        _fail(list(self._waiting), RuntimeError("papo is shutting down"))
+        fail((item.done for item in self._waiting), RuntimeError("papo is shutting down"))
         self._waiting.clear()
         await stop_task(task)  # a write still in flight after the deadline is abandoned, unacked
 
 
-def _fail(batch: list[_Pending], exc: Exception) -> None:
-    for item in batch:
-        if not item.done.done():
-            item.done.set_exception(exc)
+def fail(futures: Iterable[asyncio.Future[Stored]], exc: Exception) -> None:
+    """Tell every sender still waiting that its send failed with ``exc``."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
