@@ -73,7 +73,7 @@ class _Waiter:
 class _Staged:
     message: Stored
     waiters: list[_Waiter]
-    durable: asyncio.Event = field(default_factory=asyncio.Event)
+    durable: asyncio.Event | None = None  # made only for an edit that waits for the write
 
 
 @dataclass(slots=True)
@@ -148,6 +148,8 @@ class WriteBehind:
         state = self._rooms.get(room)
         entry = None if state is None else state.staged.get(seq)
         if entry is not None:
+            if entry.durable is None:
+                entry.durable = asyncio.Event()
             await entry.durable.wait()
 
     async def drain(self, seconds: float) -> None:
@@ -303,7 +305,8 @@ class WriteBehind:
         message = entry.message
         room = self._rooms[message.room]  # rooms with staged messages are never forgotten
         del room.staged[message.seq]
-        entry.durable.set()
+        if entry.durable is not None:
+            entry.durable.set()
         if result is None:
             log.error(
                 "sequence number taken by another writer: is a second node with the memory "

@@ -258,8 +258,6 @@ class MongoHistory:
                 if resent or not _lost_in_flight(exc):
                     raise
                 resent = True  # what landed is refused as this call's own, above
-        for message in messages:
-            self._remember(message.room, message.seq)
         return results
 
     def _keep(self, docs: list[Document], stored: dict[DraftKey, Document]) -> None:
