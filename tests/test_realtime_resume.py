@@ -17,7 +17,7 @@ from papo.server.config import Settings
 from papo.server.runner import RunningServer
 from tests.conftest import Session, metric, on_one_node, register_and_login, serving, ws_url
 from tests.proxy import TcpProxy
-from tests.test_write_behind import INSERT
+from tests.test_write_behind import FIND, INSERT
 
 Connect = Callable[..., Awaitable[PapoClient]]
 
@@ -210,6 +210,39 @@ async def test_messages_shown_before_their_write_lands_reach_joiners_and_resumes
         finally:
             proxy.unstall()
             for client in (talker, reader, late):
+                await client.close()
+
+
+async def test_on_one_node_a_rooms_first_message_waits_for_no_store_read(
+    base_settings: Settings, mongo_proxy: tuple[TcpProxy, str]
+) -> None:
+    """A node learns a room's numbering when someone joins, not when the first message
+    comes: after a restart, every busy room's first messages would wait for a read."""
+    proxy, url = mongo_proxy
+    settings = on_one_node(base_settings).with_urls(mongo=url)
+    async with serving(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
+        talker_session = await register_and_login(http, prefix="talker")
+        reader_session = await register_and_login(http, prefix="reader")
+        talker = await PapoClient.connect(ws_url(running), talker_session.access_token)
+        reader = await PapoClient.connect(ws_url(running), reader_session.access_token)
+        try:
+            room = (await talker.request("room.create", name="first words"))["id"]
+            proxy.stall(FIND)
+            joined = asyncio.create_task(talker.request("room.join", room=room))
+            await _until(lambda: proxy.stalled >= 1)  # the join started learning the room
+            proxy.unstall()
+            await joined
+            await reader.request("room.join", room=room)
+            held = proxy.stalled
+            proxy.stall(FIND)  # from here every read from the store is held
+            send = asyncio.create_task(talker.send_message(room, "hello"))
+            live = await _collect_messages(reader, room, until_seq=1)
+            assert [e["text"] for e in live] == ["hello"], "shown while reads are held"
+            assert (await send)["seq"] == 1
+            assert proxy.stalled == held, "the send waited for no read"
+        finally:
+            proxy.unstall()
+            for client in (talker, reader):
                 await client.close()
 
 

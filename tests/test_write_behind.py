@@ -256,6 +256,22 @@ async def test_a_room_being_learned_holds_only_its_own_messages(node: Node) -> N
     assert [(m.room, m.seq) for m in node.published[2:]] == [("new", 1), ("new", 2), ("new", 3)]
 
 
+async def test_a_room_is_learned_when_someone_joins_so_its_first_send_reads_nothing(
+    node: Node,
+) -> None:
+    writes = node.start()
+    node.proxy.stall(FIND)
+    writes.expect("r")  # a member joined
+    writes.expect("r")  # and another: the room is read once
+    await _until(lambda: node.proxy.stalled == 1)
+    node.proxy.unstall()
+    node.proxy.stall(FIND)  # every read from here on is slow
+    first = await asyncio.wait_for(writes.submit(_draft("r", "c1")), 5)
+    assert first.seq == 1
+    assert [(m.room, m.seq) for m in node.published] == [("r", 1)]
+    assert node.proxy.stalled == 1, "the send itself waited for no read"
+
+
 async def test_a_number_a_client_saw_is_never_given_to_another_message(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -188,6 +188,7 @@ class Hub:
 
     async def subscribe(self, connection: Connection, room: str) -> None:
         connection.rooms.add(room)
+        self.writers.expect(room)
         await self.fanout.listen(room_channel(room), connection)
         if await self.presence.add(room, connection.principal.user, connection.id):
             await self.fanout.publish(

@@ -124,6 +124,13 @@ class WriteBehind:
             # Starts on the next loop turn: sends made during this one are numbered together.
             self._numbering = asyncio.create_task(self._number_all(), name="papo-numbering")
 
+    def expect(self, room: str) -> None:
+        """Learn a room when someone here joins it, not at its first send: that send
+        would otherwise wait for a store read, and at a start (a node restarting with
+        its rooms busy) every room's first messages would."""
+        if self._accepting and room not in self._rooms:
+            self._learn(room)
+
     def saw(self, room: str, seq: int) -> None:
         """A client says it saw ``seq`` in ``room`` (its resume): never number a message
         at or below it again. Numbers past the store's last can only be messages shown
@@ -231,14 +238,18 @@ class WriteBehind:
         room = pending.draft.room
         if room in self._rooms:
             return False
+        self._learn(room).append(pending)
+        return True
+
+    def _learn(self, room: str) -> list[Pending]:
+        """The drafts held for ``room`` while it is read, starting the read if none runs."""
         parked = self._seeding.get(room)
         if parked is None:
             parked = self._seeding[room] = []
             task = asyncio.create_task(self._seed(room), name=f"papo-seed-{room}")
             self._seeds.add(task)
             task.add_done_callback(self._seeds.discard)
-        parked.append(pending)
-        return True
+        return parked
 
     async def _seed(self, room: str) -> None:
         """Learn the room's last number and recent draft keys from the store, then queue

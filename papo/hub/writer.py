@@ -43,6 +43,10 @@ class Writer(Protocol):
         """A resuming client saw ``seq`` in ``room``."""
         ...
 
+    def expect(self, room: str) -> None:
+        """Someone here joined ``room``: its sends may follow."""
+        ...
+
     async def drain(self, seconds: float) -> None: ...
 
 
@@ -112,6 +116,9 @@ class MessageWriter:
 
     def saw(self, room: str, seq: int) -> None:
         """Nothing to learn: here a message is stored before anyone sees its number."""
+
+    def expect(self, room: str) -> None:
+        """Nothing to prepare: the store numbers each send as it writes it."""
 
     async def drain(self, seconds: float) -> None:
         """Stop taking drafts and wait (up to ``seconds``) for queued ones to be written."""
