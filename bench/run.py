@@ -44,7 +44,7 @@ FULL: dict[str, dict[str, Any]] = {
     "s1": {"subscribers": 1000, "warmup": 2, "seconds": 8, "window": 20, "repeats": 3},
     "s2": {"subscribers": 1000, "rate": 20, "seconds": 15, "repeats": 3},
     "s3": {"connections": 5000, "hold": 3},
-    "s4": {"clients": 1000, "seconds": 15},
+    "s4": {"clients": 1000, "seconds": 15, "repeats": 3},
     "s5": {"clients": 1000, "rate": 20},
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -56,7 +56,18 @@ QUICK: dict[str, dict[str, Any]] = {
 }
 
 # Scenarios repeated for noise report the run with the median of this figure.
-MEDIAN_OF = {"s1": "deliveries_per_s", "s2": "p99_ms"}
+MEDIAN_OF = {"s1": "deliveries_per_s", "s2": "p99_ms", "s4": "p99_ms"}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a backing service runs: a core, and whether only when that core is idle."""
+
+    core: str
+    idle: bool
+
+    def __str__(self) -> str:
+        return f"core {self.core} ({'SCHED_IDLE' if self.idle else 'normal priority'})"
 
 
 @dataclass
@@ -64,6 +75,7 @@ class Row:
     name: str
     protocol: str  # papo, bench or sio
     path: str = ""
+    repeat: bool = True  # run repeated scenarios more than once
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -72,8 +84,10 @@ ROWS = [
     Row("papo (memory broker, auth, durable history)", "papo", "/ws"),
     Row("papo (Redis broker, auth, durable history)", "papo", "/ws"),
     Row("papo (memory broker, auth, in-memory history)", "papo", "/ws"),
-    Row("python-socketio (uvicorn)", "sio"),
-    Row("Django Channels (uvicorn)", "bench"),
+    # Tens to thousands of times the ceiling's latency: one run of each scenario tells
+    # as much, and keeps the whole run under 25 minutes.
+    Row("python-socketio (uvicorn)", "sio", repeat=False),
+    Row("Django Channels (uvicorn)", "bench", repeat=False),
     Row("Node socket.io", "sio"),
 ]
 
@@ -102,11 +116,11 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30)
 
 
 def _history_writes(port: int) -> dict[str, float]:
-    """papo's durable history writes in this scenario, from its own /metrics: the mean
-    and the bucket bounds the 99th percentile and the slowest write fall under (fan-out
-    waits for them)."""
+    """papo's durable history writes in this scenario, from its own /metrics: how many,
+    their mean size and time, and the bucket bounds the 99th percentile and the slowest
+    write fall under (with a shared broker, fan-out waits for them)."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    total = count = 0.0
+    total = count = messages = 0.0
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
         name, _, value = line.partition(" ")
@@ -114,6 +128,8 @@ def _history_writes(port: int) -> dict[str, float]:
             total = float(value)
         elif name == "papo_history_write_seconds_count":
             count = float(value)
+        elif name == "papo_history_write_batch_size_sum":
+            messages = float(value)
         elif name.startswith('papo_history_write_seconds_bucket{le="'):
             bound = name.split('"')[1]
             buckets.append((float("inf") if bound == "+Inf" else float(bound), float(value)))
@@ -123,6 +139,8 @@ def _history_writes(port: int) -> dict[str, float]:
     p99 = next(bound for bound, seen in ordered if seen >= 0.99 * count)
     slowest = next(bound for bound, seen in ordered if seen >= count)
     return {
+        "history_writes": int(count),
+        "history_batch_mean": round(messages / count, 1),
         "history_write_ms": round(1000 * total / count, 2),
         "history_write_p99_ms": round(1000 * p99, 1),
         "history_write_max_ms": round(1000 * slowest, 1),
@@ -134,12 +152,12 @@ class Bench:
         self,
         sizes: dict[str, dict[str, Any]],
         data_dir: Path,
-        services_core: str = SERVER_CORE,
-        services_idle: bool = False,
+        services: Placement,
+        store: Placement,
     ) -> None:
         self.sizes = sizes
-        self.services_core = services_core
-        self.services_idle = services_idle
+        self.services = services
+        self.store = store
         self.data_dir = data_dir
         self.papo_env: dict[str, str] = {}
         self.redis_url = ""
@@ -160,17 +178,18 @@ class Bench:
             "PAPO_WS_OUTBOX_FRAMES": "4096",
         }
         asyncio.run(prepare_services(Settings.from_env(self.papo_env)))
-        self._pin(engines)
+        self._pin(engines, self.services)
         return engines
 
-    def _pin(self, engines: EmbeddedServices) -> None:
-        for pid in engines.pids:  # by default backing services share the server's core
+    @staticmethod
+    def _pin(engines: EmbeddedServices, placement: Placement) -> None:
+        for pid in engines.pids:
             subprocess.run(
-                ["taskset", "-a", "-p", "-c", self.services_core, str(pid)],
+                ["taskset", "-a", "-p", "-c", placement.core, str(pid)],
                 capture_output=True,
                 check=False,
             )
-            if self.services_idle:
+            if placement.idle:
                 # SCHED_IDLE: the service runs only when the core has nothing else to run,
                 # and a waking server preempts it at once. Threads it starts later
                 # inherit the policy from the thread that starts them.
@@ -179,20 +198,20 @@ class Bench:
                         os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
 
     @contextlib.contextmanager
-    def history_store(self, row: Row) -> Iterator[dict[str, str]]:
+    def history_store(self, row: Row) -> Iterator[tuple[dict[str, str], int | None]]:
         """A fresh, durable history store for one scenario of a papo row that has one.
 
         What one row or scenario wrote (S1 alone writes tens of thousands of messages)
         must not slow the next one's writes. The in-memory history row gets none: it
         keeps papo's own hot path apart from the store's."""
         if not row.name.startswith("papo") or "in-memory history" in row.name:
-            yield {}
+            yield {}, None
             return
         data_dir = Path(tempfile.mkdtemp(prefix="store-", dir=self.data_dir))
         try:
             with EmbeddedServices(data_dir, ["mongo"], durable=True) as store:
-                self._pin(store)
-                yield {"PAPO_MONGO_URL": store.urls["mongo"]}
+                self._pin(store, self.store)
+                yield {"PAPO_MONGO_URL": store.urls["mongo"]}, store.pids[0]
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -249,7 +268,10 @@ class Bench:
         return token
 
     def run_scenario(self, row: Row, scenario: str) -> dict[str, Any]:
-        with self.history_store(row) as store, self.server(row, store) as (process, port):
+        with (
+            self.history_store(row) as (store, store_pid),
+            self.server(row, store) as (process, port),
+        ):
             time.sleep(0.3)
             scheme = "ws" if row.protocol in ("papo", "bench") else "http"
             args: dict[str, Any] = {
@@ -262,6 +284,7 @@ class Bench:
                 args["token"] = self.token(port)
             baseline_rss = _rss_kib(process.pid)
             cpu_before, wall_before = _cpu_seconds(process.pid), time.monotonic()
+            store_before = _cpu_seconds(store_pid) if store_pid else 0.0
             loadgen = subprocess.Popen(
                 [
                     "taskset",
@@ -291,9 +314,11 @@ class Bench:
                 raise RuntimeError(
                     f"loadgen failed for {row.name} {scenario}: {loadgen.stderr.read()[-2000:]}"
                 )
-            result["server_cpu_pct"] = round(
-                100 * (_cpu_seconds(process.pid) - cpu_before) / (time.monotonic() - wall_before)
-            )
+            wall = time.monotonic() - wall_before
+            result["server_cpu_pct"] = round(100 * (_cpu_seconds(process.pid) - cpu_before) / wall)
+            if store_pid:
+                store_cpu = _cpu_seconds(store_pid) - store_before
+                result["store_cpu_pct"] = round(100 * store_cpu / wall)
             if row.protocol == "papo":
                 result.update(_history_writes(port))
             return result
@@ -301,7 +326,7 @@ class Bench:
     def run(self, rows: list[Row], scenarios: list[str]) -> None:
         for scenario in scenarios:
             for row in rows:
-                repeats = self.sizes[scenario].get("repeats", 1)
+                repeats = self.sizes[scenario].get("repeats", 1) if row.repeat else 1
                 runs = [self.run_scenario(row, scenario) for _ in range(repeats)]
                 headline = MEDIAN_OF.get(scenario)
                 if headline and len(runs) > 1 and all(headline in r for r in runs):
@@ -329,6 +354,7 @@ METRICS: dict[str, list[tuple[str, str, bool | None]]] = {
         ("max_ms", "max ms", None),
         ("delivered_pct", "delivered %", None),
         ("server_cpu_pct", "server CPU %", None),
+        ("store_cpu_pct", "store CPU %", None),
         ("history_write_ms", "history write ms (mean)", None),
         ("history_write_p99_ms", "history write p99 ≤ ms", None),
     ],
@@ -336,6 +362,8 @@ METRICS: dict[str, list[tuple[str, str, bool | None]]] = {
     "s4": [
         ("delivered_pct", "delivered %", None),
         ("p99_ms", "p99 ms", False),
+        ("server_cpu_pct", "server CPU %", None),
+        ("store_cpu_pct", "store CPU %", None),
         ("history_write_ms", "history write ms (mean)", None),
         ("history_write_p99_ms", "history write p99 ≤ ms", None),
     ],
@@ -402,13 +430,24 @@ def main() -> int:
     parser.add_argument(
         "--services-core",
         default=SERVER_CORE,
-        help="core for PostgreSQL, Redis and the history store (default: the server's own)",
+        help="core for PostgreSQL and Redis (default: the server's own)",
     )
     parser.add_argument(
         "--services-idle",
         action="store_true",
-        help="run the backing services under SCHED_IDLE: they get only the CPU the server "
+        help="run PostgreSQL and Redis under SCHED_IDLE: they get only the CPU that core "
         "leaves idle, as on a machine of their own they would take none of it",
+    )
+    parser.add_argument(
+        "--store-core",
+        default=LOADGEN_CORE,
+        help="core for the history store of the papo rows (default: the generator's)",
+    )
+    parser.add_argument(
+        "--store-priority",
+        choices=["idle", "normal"],
+        default="idle",
+        help="idle (default): the store runs only when its core has nothing else to run",
     )
     options = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -424,9 +463,9 @@ def main() -> int:
     rows = [r for r in ROWS if not wanted or any(r.name.startswith(p) for p in wanted)]
     data_dir = Path(tempfile.mkdtemp(prefix="papo-bench-"))
     data_dir.chmod(0o755)
-    bench = Bench(
-        QUICK if options.quick else FULL, data_dir, options.services_core, options.services_idle
-    )
+    services = Placement(options.services_core, options.services_idle)
+    store = Placement(options.store_core, options.store_priority == "idle")
+    bench = Bench(QUICK if options.quick else FULL, data_dir, services, store)
     started = time.monotonic()
     engines = bench.start_services()
     try:
@@ -437,9 +476,8 @@ def main() -> int:
     table = render(rows, scenarios)
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores; server on core {SERVER_CORE}, "
-        f"load generator on core {LOADGEN_CORE}; backing services on core {options.services_core} "
-        f"({'SCHED_IDLE' if options.services_idle else 'normal priority'}); "
-        f"{time.monotonic() - started:.0f} s"
+        f"load generator on core {LOADGEN_CORE}; PostgreSQL and Redis on {services}; "
+        f"history store on {store}; {time.monotonic() - started:.0f} s"
     )
     print(table)
     out = Path(options.out)
