@@ -127,6 +127,31 @@ async def test_sends_meanwhile_are_shown_at_once_and_share_the_next_write(node: 
     assert batches == 3, "the three held back went into one write"
 
 
+def _writes(metrics: HubMetrics) -> int:
+    samples = next(iter(metrics.history_batch.collect())).samples
+    return int(next(s.value for s in samples if s.name.endswith("_count")))
+
+
+async def test_a_busy_room_is_stored_in_few_writes_and_shown_as_each_message_comes(
+    node: Node,
+) -> None:
+    writes = node.start()
+    await writes.submit(_draft("r", "c0"))
+    before = _writes(node.metrics)
+    started = time.perf_counter()
+    acks = []
+    for n in range(1, 41):  # a message every 2 ms for 80 ms
+        acks.append(writes.submit(_draft("r", f"c{n}")))
+        await _until(lambda n=n: len(node.published) == n + 1)  # shown before any write
+        await asyncio.sleep(0.002)
+    stored = await asyncio.gather(*acks)
+    elapsed = time.perf_counter() - started
+    assert [m.seq for m in stored] == list(range(2, 42))
+    assert len(await node.stored("r")) == 41
+    most = elapsed / write_behind.WRITE_GAP + 2
+    assert _writes(node.metrics) - before <= most, "one write per gap, not one per message"
+
+
 async def test_a_retry_is_never_shown_twice_whether_staged_or_stored_before_a_restart(
     node: Node,
 ) -> None:
