@@ -138,11 +138,15 @@ async def test_a_busy_room_is_stored_in_few_writes_and_shown_as_each_message_com
     writes = node.start()
     await writes.submit(_draft("r", "c0"))
     before = _writes(node.metrics)
+
+    def shown(count: int) -> Callable[[], bool]:
+        return lambda: len(node.published) == count
+
     started = time.perf_counter()
     acks = []
     for n in range(1, 41):  # a message every 2 ms for 80 ms
         acks.append(writes.submit(_draft("r", f"c{n}")))
-        await _until(lambda n=n: len(node.published) == n + 1)  # shown before any write
+        await _until(shown(n + 1))  # at once, before any write
         await asyncio.sleep(0.002)
     stored = await asyncio.gather(*acks)
     elapsed = time.perf_counter() - started
