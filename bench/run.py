@@ -2,7 +2,9 @@
 
 Every server runs pinned to core 0 and the load generator (Node) to core 1; each
 server, and the history store of each papo row that has one, is started and stopped by
-PID for each scenario, so no state carries over.
+PID for each scenario, so no state carries over. The history store runs on the
+generator's core under SCHED_IDLE by default: it stands in for a database on a machine
+of its own, taking only CPU time neither papo nor the generator wants.
 Prints one Markdown table per scenario with ratios to the ceiling and to Node
 socket.io, and writes the raw results as JSON under ``bench/results/``.
 """
