@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from papo.client import PapoClient
+from papo.client import PapoClient, PapoClientError
 from papo.server.config import Settings
 from papo.server.runner import RunningServer
 from tests.conftest import Session, metric, on_one_node, register_and_login, serving, ws_url
@@ -242,6 +242,51 @@ async def test_on_one_node_a_rooms_first_message_waits_for_no_store_read(
             assert proxy.stalled == held, "the send waited for no read"
         finally:
             proxy.unstall()
+            for client in (talker, reader):
+                await client.close()
+
+
+async def test_on_one_node_a_send_the_store_cannot_take_is_refused_and_its_retry_stored_once(
+    base_settings: Settings, mongo_proxy: tuple[TcpProxy, str]
+) -> None:
+    """The room sees the message at once; its sender hears the store failed and retries
+    with the same client_id; the retry is acknowledged as that message once it is stored,
+    and nobody sees it twice."""
+    proxy, url = mongo_proxy
+    settings = on_one_node(base_settings).with_urls(mongo=url)
+    async with serving(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
+        talker_session = await register_and_login(http, prefix="talker")
+        reader_session = await register_and_login(http, prefix="reader")
+        talker = await PapoClient.connect(ws_url(running), talker_session.access_token)
+        reader = await PapoClient.connect(ws_url(running), reader_session.access_token)
+        try:
+            room = (await talker.request("room.create", name="store outage"))["id"]
+            await talker.request("room.join", room=room)
+            await reader.request("room.join", room=room)
+            await talker.send_message(room, "stored")
+
+            proxy.down()
+            with pytest.raises(PapoClientError) as refused:
+                await talker.request(
+                    "message.send", room=room, text="while down", client_id="outage-1"
+                )
+            assert refused.value.code == "unavailable"
+            assert "retry with the same client_id" in str(refused.value)
+            live = await _collect_messages(reader, room, until_seq=2)
+            assert [e["text"] for e in live] == ["stored", "while down"], "shown at once"
+
+            proxy.up()
+            retried = await talker.request(
+                "message.send", room=room, text="while down", client_id="outage-1"
+            )
+            assert (retried["seq"], retried["duplicate"]) == (2, True)
+            await talker.send_message(room, "after")
+            more = await _collect_messages(reader, room, until_seq=3)
+            assert [(e["seq"], e["text"]) for e in more] == [(3, "after")], "never twice"
+            page = await reader.request("history", room=room, limit=10)
+            assert [m["text"] for m in page["messages"]] == ["stored", "while down", "after"]
+        finally:
+            proxy.up()
             for client in (talker, reader):
                 await client.close()
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from papo.client import PapoClient
 from papo.hub.metrics import HubMetrics
-from papo.hub.tasks import finish_tasks, shutdown_step, stop_task
+from papo.hub.tasks import shutdown_step, stop_task
 from papo.persistence.presence_redis import RedisPresence
 from papo.persistence.redis import connect_redis
 from papo.protocol.frames import UserRef
@@ -115,43 +115,6 @@ async def test_a_step_that_overruns_or_fails_does_not_keep_the_next_from_running
         ("shutdown step overran; skipped", "hub stop"),
         ("shutdown step failed", "closing backing services"),
     ]
-
-
-async def test_finishing_tasks_lets_quick_ones_end_and_stops_the_rest() -> None:
-    """A closing session's requests in flight: the quick one answers, the stuck one is
-    stopped after the grace, and the two share it rather than waiting one after the other."""
-    outcomes: list[str] = []
-
-    async def answers() -> None:
-        await asyncio.sleep(0.05)
-        outcomes.append("answered")
-
-    async def stuck() -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            outcomes.append("stopped")
-            raise
-
-    tasks = [asyncio.create_task(answers()), asyncio.create_task(stuck())]
-    started = time.monotonic()
-    await finish_tasks(tasks, 0.3)
-    assert sorted(outcomes) == ["answered", "stopped"]
-    assert not tasks[0].cancelled()
-    assert tasks[1].cancelled()
-    assert time.monotonic() - started < 1
-
-
-async def test_finishing_tasks_never_swallows_the_callers_own_cancellation() -> None:
-    """The shape it replaced, ``wait_for(task)`` under ``suppress(CancelledError)``,
-    swallowed a cancellation of the closing code itself; this one passes it on."""
-    request = asyncio.create_task(asyncio.Event().wait())
-    closing = asyncio.create_task(finish_tasks([request], 30))
-    await asyncio.sleep(0.05)
-    closing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(closing, 1)
-    request.cancel()
 
 
 async def test_presence_stops_while_its_upkeep_is_talking_to_redis(

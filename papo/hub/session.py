@@ -8,6 +8,7 @@ access token's expiry.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -17,8 +18,8 @@ import msgspec
 from papo.hub.broker import BrokerError
 from papo.hub.chat import AfterReply, Deferred, ack
 from papo.hub.connection import Connection, State
+from papo.hub.history import Stored
 from papo.hub.hub import Hub
-from papo.hub.tasks import finish_tasks
 from papo.protocol import frames as f
 from papo.protocol.close_codes import CloseCode
 from papo.protocol.errors import ErrorCode, PapoError
@@ -56,9 +57,9 @@ def _salvage(raw: str | bytes) -> _Envelope:
 class Session:
     __slots__ = (
         "_in_flight",
+        "_pending",
         "_refilled",
         "_strikes",
-        "_tasks",
         "_timer",
         "_tokens",
         "connection",
@@ -76,7 +77,7 @@ class Session:
         # Made on first use: an idle connection should cost as little as possible.
         self._strikes: list[float] | None = None
         self._in_flight: asyncio.Semaphore | None = None
-        self._tasks: set[asyncio.Task[None]] | None = None
+        self._pending: set[asyncio.Future[Stored]] | None = None
         self._timer: asyncio.TimerHandle | None = None  # expiry warning, then expiry
 
     # --- replies ---------------------------------------------------------------------------
@@ -190,34 +191,35 @@ class Session:
             result.then()
             return
         if isinstance(result, Deferred):
-            if self._in_flight is None:
+            if self._in_flight is None or self._pending is None:
                 self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-                self._tasks = set()
+                self._pending = set()
             await self._in_flight.acquire()  # backpressure: stop reading when too many wait
-            task = asyncio.create_task(self._await_deferred(frame.id, result))
-            assert self._tasks is not None
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            # A callback, not a task per send: a busy room has a send of every member
+            # waiting for its write, and each task would be an object, a coroutine and
+            # an entry in asyncio's task set, kept for as long as the write takes.
+            self._pending.add(result.future)
+            result.future.add_done_callback(functools.partial(self._answer_send, frame.id))
             return
         self._reply(frame.id, result)
 
-    async def _await_deferred(self, request_id: Any, deferred: Deferred) -> None:
-        try:
-            stored = await deferred.future
-        except Exception as exc:
-            log.warning("send failed", extra={"error": repr(exc)})
-            self._error(
-                request_id,
-                PapoError(
-                    ErrorCode.UNAVAILABLE,
-                    "the message was not stored; retry with the same client_id",
-                ),
-            )
-        else:
-            self._reply(request_id, ack(stored))
-        finally:
-            if self._in_flight is not None:
-                self._in_flight.release()
+    def _answer_send(self, request_id: Any, future: asyncio.Future[Stored]) -> None:
+        if self._pending is not None and self._in_flight is not None:
+            self._pending.discard(future)
+            self._in_flight.release()
+        if future.cancelled():  # the session closed before the write answered
+            return
+        error = future.exception()
+        if error is None:
+            self._reply(request_id, ack(future.result()))
+            return
+        log.warning("send failed", extra={"error": repr(error)})
+        self._error(
+            request_id,
+            PapoError(
+                ErrorCode.UNAVAILABLE, "the message was not stored; retry with the same client_id"
+            ),
+        )
 
     # --- token expiry ----------------------------------------------------------------------
 
@@ -256,5 +258,7 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._tasks:
-            await finish_tasks(self._tasks, FINISH_SECONDS)
+        if self._pending:
+            # Sends in flight get a while to be acknowledged; past it their writes go on,
+            # and only this session stops waiting for them.
+            await asyncio.wait(set(self._pending), timeout=FINISH_SECONDS)

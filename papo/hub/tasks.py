@@ -53,20 +53,6 @@ async def stop_tasks(
     await asyncio.gather(*(stop_task(task, patience) for task in list(tasks)))
 
 
-async def finish_tasks(
-    tasks: Iterable[asyncio.Task[Any]], seconds: float, patience: float = PATIENCE_SECONDS
-) -> None:
-    """Give ``tasks`` ``seconds`` to end on their own, then stop the ones still running.
-
-    Unlike awaiting ``asyncio.wait_for(task, ...)`` under ``suppress(CancelledError)``,
-    a cancellation of the caller itself is never swallowed, and an error a task ended
-    with is logged."""
-    waiting = set(tasks)
-    if waiting:
-        await asyncio.wait(waiting, timeout=seconds)
-        await stop_tasks(waiting, patience)
-
-
 async def shutdown_step(step: Awaitable[object], seconds: float, what: str) -> None:
     """Run one step of stopping papo for at most ``seconds``. A step that overruns is
     stopped and one that fails is logged; either way the next step still runs, so a
