@@ -170,54 +170,21 @@ async def test_a_resume_storm_replays_exactly_and_shares_history_queries(
     assert queried < asked / 2, f"{queried} queries for {asked} reads: not shared"
 
 
-async def test_messages_shown_before_their_write_lands_reach_joiners_and_resumes(
+@dataclasses.dataclass
+class OneNode:
+    """A lone node whose MongoDB is behind the proxy, and two users on it."""
+
+    proxy: TcpProxy
+    running: RunningServer
+    talker: PapoClient
+    reader: PapoClient
+    reader_token: str
+
+
+@pytest.fixture
+async def one_node(
     base_settings: Settings, mongo_proxy: tuple[TcpProxy, str]
-) -> None:
-    proxy, url = mongo_proxy
-    settings = on_one_node(base_settings).with_urls(mongo=url)
-    async with serving(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
-        talker_session = await register_and_login(http, prefix="talker")
-        reader_session = await register_and_login(http, prefix="reader")
-        talker = await PapoClient.connect(ws_url(running), talker_session.access_token)
-        reader = await PapoClient.connect(ws_url(running), reader_session.access_token)
-        late = await PapoClient.connect(ws_url(running), reader_session.access_token)
-        try:
-            room = (await talker.request("room.create", name="slow store"))["id"]
-            await talker.request("room.join", room=room)
-            await reader.request("room.join", room=room)
-            await talker.send_message(room, "stored")
-
-            proxy.stall(INSERT)  # the store takes its time with every write from here
-            sends = [asyncio.create_task(talker.send_message(room, f"m{n}")) for n in range(3)]
-            live = await _collect_messages(reader, room, until_seq=4)
-            assert [e["text"] for e in live] == ["stored", "m0", "m1", "m2"], "shown at once"
-            assert not any(send.done() for send in sends), "no ack before the write lands"
-
-            report = await late.request("resume", rooms={room: 1})
-            assert report["rooms"][room]["replayed"] == 3
-            replayed = [e["text"] for e in late.pending_events() if e["type"] == "message"]
-            assert replayed == ["m0", "m1", "m2"], "a resume gets what is not stored yet"
-            page = await late.request("history", room=room, limit=10)
-            assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4]
-
-            proxy.unstall()
-            acks = await asyncio.gather(*sends)
-            assert [ack["seq"] for ack in acks] == [2, 3, 4]
-            await talker.send_message(room, "after")
-            more = await _collect_messages(late, room, until_seq=5)
-            assert [e["seq"] for e in more] == [5], "then live, with no duplicate"
-            assert late.duplicates_dropped == 0
-        finally:
-            proxy.unstall()
-            for client in (talker, reader, late):
-                await client.close()
-
-
-async def test_on_one_node_a_rooms_first_message_waits_for_no_store_read(
-    base_settings: Settings, mongo_proxy: tuple[TcpProxy, str]
-) -> None:
-    """A node learns a room's numbering when someone joins, not when the first message
-    comes: after a restart, every busy room's first messages would wait for a read."""
+) -> AsyncIterator[OneNode]:
     proxy, url = mongo_proxy
     settings = on_one_node(base_settings).with_urls(mongo=url)
     async with serving(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
@@ -226,69 +193,102 @@ async def test_on_one_node_a_rooms_first_message_waits_for_no_store_read(
         talker = await PapoClient.connect(ws_url(running), talker_session.access_token)
         reader = await PapoClient.connect(ws_url(running), reader_session.access_token)
         try:
-            room = (await talker.request("room.create", name="first words"))["id"]
-            proxy.stall(FIND)
-            joined = asyncio.create_task(talker.request("room.join", room=room))
-            await _until(lambda: proxy.stalled >= 1)  # the join started learning the room
-            proxy.unstall()
-            await joined
-            await reader.request("room.join", room=room)
-            held = proxy.stalled
-            proxy.stall(FIND)  # from here every read from the store is held
-            send = asyncio.create_task(talker.send_message(room, "hello"))
-            live = await _collect_messages(reader, room, until_seq=1)
-            assert [e["text"] for e in live] == ["hello"], "shown while reads are held"
-            assert (await send)["seq"] == 1
-            assert proxy.stalled == held, "the send waited for no read"
+            yield OneNode(proxy, running, talker, reader, reader_session.access_token)
         finally:
             proxy.unstall()
+            proxy.up()
             for client in (talker, reader):
                 await client.close()
 
 
+async def test_messages_shown_before_their_write_lands_reach_joiners_and_resumes(
+    one_node: OneNode,
+) -> None:
+    proxy, talker, reader = one_node.proxy, one_node.talker, one_node.reader
+    late = await PapoClient.connect(ws_url(one_node.running), one_node.reader_token)
+    try:
+        room = (await talker.request("room.create", name="slow store"))["id"]
+        await talker.request("room.join", room=room)
+        await reader.request("room.join", room=room)
+        await talker.send_message(room, "stored")
+
+        proxy.stall(INSERT)  # the store takes its time with every write from here
+        sends = [asyncio.create_task(talker.send_message(room, f"m{n}")) for n in range(3)]
+        live = await _collect_messages(reader, room, until_seq=4)
+        assert [e["text"] for e in live] == ["stored", "m0", "m1", "m2"], "shown at once"
+        assert not any(send.done() for send in sends), "no ack before the write lands"
+
+        report = await late.request("resume", rooms={room: 1})
+        assert report["rooms"][room]["replayed"] == 3
+        replayed = [e["text"] for e in late.pending_events() if e["type"] == "message"]
+        assert replayed == ["m0", "m1", "m2"], "a resume gets what is not stored yet"
+        page = await late.request("history", room=room, limit=10)
+        assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4]
+
+        proxy.unstall()
+        acks = await asyncio.gather(*sends)
+        assert [ack["seq"] for ack in acks] == [2, 3, 4]
+        await talker.send_message(room, "after")
+        more = await _collect_messages(late, room, until_seq=5)
+        assert [e["seq"] for e in more] == [5], "then live, with no duplicate"
+        assert late.duplicates_dropped == 0
+    finally:
+        proxy.unstall()
+        await late.close()
+
+
+async def test_on_one_node_a_rooms_first_message_waits_for_no_store_read(
+    one_node: OneNode,
+) -> None:
+    """A node learns a room's numbering when someone joins, not when the first message
+    comes: after a restart, every busy room's first messages would wait for a read."""
+    proxy, talker, reader = one_node.proxy, one_node.talker, one_node.reader
+    room = (await talker.request("room.create", name="first words"))["id"]
+    proxy.stall(FIND)
+    joined = asyncio.create_task(talker.request("room.join", room=room))
+    await _until(lambda: proxy.stalled >= 1)  # the join started learning the room
+    proxy.unstall()
+    await joined
+    await reader.request("room.join", room=room)
+    held = proxy.stalled
+    proxy.stall(FIND)  # from here every read from the store is held
+    send = asyncio.create_task(talker.send_message(room, "hello"))
+    live = await _collect_messages(reader, room, until_seq=1)
+    assert [e["text"] for e in live] == ["hello"], "shown while reads are held"
+    assert (await send)["seq"] == 1
+    assert proxy.stalled == held, "the send waited for no read"
+
+
 async def test_on_one_node_a_send_the_store_cannot_take_is_refused_and_its_retry_stored_once(
-    base_settings: Settings, mongo_proxy: tuple[TcpProxy, str]
+    one_node: OneNode,
 ) -> None:
     """The room sees the message at once; its sender hears the store failed and retries
     with the same client_id; the retry is acknowledged as that message once it is stored,
     and nobody sees it twice."""
-    proxy, url = mongo_proxy
-    settings = on_one_node(base_settings).with_urls(mongo=url)
-    async with serving(settings) as running, httpx.AsyncClient(base_url=running.url) as http:
-        talker_session = await register_and_login(http, prefix="talker")
-        reader_session = await register_and_login(http, prefix="reader")
-        talker = await PapoClient.connect(ws_url(running), talker_session.access_token)
-        reader = await PapoClient.connect(ws_url(running), reader_session.access_token)
-        try:
-            room = (await talker.request("room.create", name="store outage"))["id"]
-            await talker.request("room.join", room=room)
-            await reader.request("room.join", room=room)
-            await talker.send_message(room, "stored")
+    proxy, talker, reader = one_node.proxy, one_node.talker, one_node.reader
+    room = (await talker.request("room.create", name="store outage"))["id"]
+    await talker.request("room.join", room=room)
+    await reader.request("room.join", room=room)
+    await talker.send_message(room, "stored")
 
-            proxy.down()
-            with pytest.raises(PapoClientError) as refused:
-                await talker.request(
-                    "message.send", room=room, text="while down", client_id="outage-1"
-                )
-            assert refused.value.code == "unavailable"
-            assert "retry with the same client_id" in str(refused.value)
-            live = await _collect_messages(reader, room, until_seq=2)
-            assert [e["text"] for e in live] == ["stored", "while down"], "shown at once"
+    proxy.down()
+    with pytest.raises(PapoClientError) as refused:
+        await talker.request("message.send", room=room, text="while down", client_id="outage-1")
+    assert refused.value.code == "unavailable"
+    assert "retry with the same client_id" in str(refused.value)
+    live = await _collect_messages(reader, room, until_seq=2)
+    assert [e["text"] for e in live] == ["stored", "while down"], "shown at once"
 
-            proxy.up()
-            retried = await talker.request(
-                "message.send", room=room, text="while down", client_id="outage-1"
-            )
-            assert (retried["seq"], retried["duplicate"]) == (2, True)
-            await talker.send_message(room, "after")
-            more = await _collect_messages(reader, room, until_seq=3)
-            assert [(e["seq"], e["text"]) for e in more] == [(3, "after")], "never twice"
-            page = await reader.request("history", room=room, limit=10)
-            assert [m["text"] for m in page["messages"]] == ["stored", "while down", "after"]
-        finally:
-            proxy.up()
-            for client in (talker, reader):
-                await client.close()
+    proxy.up()
+    retried = await talker.request(
+        "message.send", room=room, text="while down", client_id="outage-1"
+    )
+    assert (retried["seq"], retried["duplicate"]) == (2, True)
+    await talker.send_message(room, "after")
+    more = await _collect_messages(reader, room, until_seq=3)
+    assert [(e["seq"], e["text"]) for e in more] == [(3, "after")], "never twice"
+    page = await reader.request("history", room=room, limit=10)
+    assert [m["text"] for m in page["messages"]] == ["stored", "while down", "after"]
 
 
 async def test_on_one_node_a_resume_past_history_keeps_those_numbers_unused(
