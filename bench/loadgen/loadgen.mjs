@@ -1,12 +1,34 @@
 // papo's load generator: one Node process (pinned to its own core by bench/run.py)
 // that speaks papo's protocol, a minimal JSON room protocol (ceiling, Channels) and
 // socket.io, and runs the scenarios S1-S5. Prints one JSON result line on stdout.
-import { performance } from "node:perf_hooks";
+import { readFileSync } from "node:fs";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import { io } from "socket.io-client";
 
 const args = JSON.parse(process.argv[2]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// How the generator itself fared while it timed a scenario: how late its event loop ran
+// a 1 ms timer (99th percentile), and how long its thread was ready to run while
+// something else held its core (the kernel's run delay, /proc/self/schedstat). Either
+// one lands in every latency it measures, so the tables show them beside the server's.
+function watchSelf() {
+  const runDelay = () => {
+    try { return Number(readFileSync("/proc/self/schedstat", "utf8").split(" ")[1]); } catch { return NaN; }
+  };
+  const late = monitorEventLoopDelay({ resolution: 1 });
+  const waitedBefore = runDelay();
+  late.enable();
+  return () => {
+    late.disable();
+    const waited = (runDelay() - waitedBefore) / 1e6;
+    return {
+      loadgen_late_p99_ms: +Math.max(0, late.percentile(99) / 1e6 - 1).toFixed(2),
+      ...(Number.isNaN(waited) ? {} : { loadgen_waited_ms: Math.round(waited) }),
+    };
+  };
+}
 
 // --- protocol adapters -----------------------------------------------------------------
 
@@ -211,13 +233,14 @@ async function s2() {  // fan-out latency at a fixed publish rate
   const pub = makeClient(); await pub.open();
   const latencies = [];
   subs.forEach((c) => { c.onMessage = (data) => { latencies.push(performance.now() - Number(data.split("|")[1])); }; });
-  const meter = cpuMeter();
+  const meter = cpuMeter(); const watched = watchSelf();
   const total = args.rate * args.seconds; const interval = 1000 / args.rate; const start = performance.now();
   for (let i = 0; i < total; i++) {
     const due = start + i * interval; const wait = due - performance.now();
     if (wait > 1) await sleep(wait);
     pub.publish(room, `${i}|${performance.now()}`);
   }
+  const self = watched();
   const deadline = performance.now() + 5000;
   while (latencies.length < total * subs.length && performance.now() < deadline) await sleep(50);
   const cpu = meter();
@@ -227,6 +250,7 @@ async function s2() {  // fan-out latency at a fixed publish rate
     p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2),
     max_ms: +latencies[latencies.length - 1].toFixed(2),
     delivered_pct: +(100 * latencies.length / (total * subs.length)).toFixed(2), loadgen_cpu: Math.round(cpu),
+    ...self,
   };
 }
 
@@ -250,6 +274,7 @@ async function s4() {  // chat: rooms of 10, everyone talks once a second
   const latencies = []; let expected = 0;
   clients.forEach((c) => { c.onMessage = (data) => latencies.push(performance.now() - Number(data.split("|")[1])); });
   const start = performance.now();
+  const watched = watchSelf();
   const timers = clients.map((c, i) => (async () => {
     await sleep((i / clients.length) * 1000);
     const room = rooms[i % roomCount]; const members = clients.filter((_, j) => j % roomCount === i % roomCount).length;
@@ -259,11 +284,12 @@ async function s4() {  // chat: rooms of 10, everyone talks once a second
     }
   })());
   await Promise.all(timers);
+  const self = watched();
   const deadline = performance.now() + 5000;
   while (latencies.length < expected && performance.now() < deadline) await sleep(50);
   latencies.sort((a, b) => a - b);
   clients.forEach((c) => c.close());
-  return { delivered_pct: +(100 * latencies.length / expected).toFixed(2), p99_ms: +(percentile(latencies, 99) || 0).toFixed(2) };
+  return { delivered_pct: +(100 * latencies.length / expected).toFixed(2), p99_ms: +(percentile(latencies, 99) || 0).toFixed(2), ...self };
 }
 
 async function s5() {  // resume storm (papo only): everyone drops at once and resumes
