@@ -278,6 +278,10 @@ async def test_on_one_node_a_send_the_store_cannot_take_is_refused_and_its_retry
     assert "retry with the same client_id" in str(refused.value)
     live = await _collect_messages(reader, room, until_seq=2)
     assert [e["text"] for e in live] == ["stored", "while down"], "shown at once"
+    with pytest.raises(PapoClientError) as not_stored:
+        await talker.request("message.edit", room=room, seq=2, text="edited while down")
+    assert (not_stored.value.code, not_stored.value.field) == ("unavailable", "seq")
+    assert (await talker.request("room.members", room=room))["members"], "the connection goes on"
 
     proxy.up()
     retried = await talker.request(
@@ -287,8 +291,10 @@ async def test_on_one_node_a_send_the_store_cannot_take_is_refused_and_its_retry
     await talker.send_message(room, "after")
     more = await _collect_messages(reader, room, until_seq=3)
     assert [(e["seq"], e["text"]) for e in more] == [(3, "after")], "never twice"
+    await talker.request("message.edit", room=room, seq=2, text="edited once stored")
     page = await reader.request("history", room=room, limit=10)
-    assert [m["text"] for m in page["messages"]] == ["stored", "while down", "after"]
+    texts = [m["text"] for m in page["messages"]]
+    assert texts == ["stored", "edited once stored", "after"], "the refused edit changed nothing"
 
 
 async def test_on_one_node_a_resume_past_history_keeps_those_numbers_unused(

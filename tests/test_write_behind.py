@@ -248,6 +248,49 @@ async def test_an_edit_of_a_message_not_yet_stored_waits_for_its_write(node: Nod
     assert await node.stored("r") == [(1, "text c0"), (2, "fixed")]
 
 
+async def test_an_edit_is_refused_when_its_messages_write_fails_and_changes_nothing(
+    node: Node,
+) -> None:
+    """The edit runs in its connection's read loop: during an outage it is told at the
+    failed write, not left holding the connection's later frames until the store is back."""
+    writes = node.start()
+    await writes.submit(_draft("r", "c0"))
+    node.proxy.down()
+    ack = writes.submit(_draft("r", "c1", "typo"))
+    edit = asyncio.create_task(writes.view.edit("r", 2, "u1", "fixed"))
+    with pytest.raises(NotStoredYet):
+        await asyncio.wait_for(edit, write_behind.STORED_WAIT / 2)
+    with pytest.raises(NotStoredYet):
+        await ack
+    assert await node.stored("r") == [(1, "text c0")]
+
+    node.proxy.up()
+    edited = await writes.view.edit("r", 2, "u1", "fixed")  # waits for the retried write
+    assert edited is not None
+    assert edited.text == "fixed"
+    assert await node.stored("r") == [(1, "text c0"), (2, "fixed")]
+
+
+async def test_an_edit_waits_for_a_slow_write_only_so_long(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(write_behind, "STORED_WAIT", 0.2)
+    writes = node.start()
+    await writes.submit(_draft("r", "c0"))
+    node.proxy.stall(INSERT)
+    ack = writes.submit(_draft("r", "c1", "typo"))
+    await _until(lambda: node.proxy.stalled == 1)
+    with pytest.raises(NotStoredYet, match=r"within 0\.2 s"):
+        await asyncio.wait_for(writes.view.delete("r", 2, "u1"), 2)
+
+    node.proxy.unstall()
+    assert (await ack).seq == 2
+    assert await node.stored("r") == [(1, "text c0"), (2, "typo")], "the refusal changed nothing"
+    edited = await asyncio.wait_for(writes.view.edit("r", 2, "u1", "fixed"), 1)
+    assert edited is not None
+    assert edited.text == "fixed", "stored now: the next edit goes through"
+
+
 async def test_drain_stores_what_is_staged_and_gives_up_on_a_store_that_never_answers(
     node: Node,
 ) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +23,7 @@ from papo.hub.fanout import encode_event, message_event, replay_allows, room_cha
 from papo.hub.history import Draft, Stored
 from papo.hub.hub import Hub, dm_room_id
 from papo.hub.rooms import Room
+from papo.hub.write_behind import NotStoredYet
 from papo.protocol import frames as f
 from papo.protocol.errors import ErrorCode, PapoError, validation_error
 from papo.protocol.registry import Registry
@@ -54,6 +55,20 @@ def ack(message: Stored) -> dict[str, Any]:
         "client_id": message.client_id,
         "duplicate": message.duplicate,
     }
+
+
+@contextlib.contextmanager
+def _refused_until_stored() -> Iterator[None]:
+    """An edit or delete of a message shown but not yet stored (one node, store down or
+    slow) is refused as retryable, and changes nothing."""
+    try:
+        yield
+    except NotStoredYet:
+        raise PapoError(
+            ErrorCode.UNAVAILABLE,
+            "this message is not stored yet (papo cannot reach its history store); retry",
+            field="seq",
+        ) from None
 
 
 def room_info(room: Room, *, last_seq: int = 0, unread: int = 0, members: int = 0) -> f.RoomInfo:
@@ -253,7 +268,10 @@ class Chat:
 
     async def edit(self, connection: Connection, frame: f.MessageEdit) -> dict[str, Any]:
         await self._room(connection, frame.room, member=True)
-        edited = await self.hub.history.edit(frame.room, frame.seq, connection.user_id, frame.text)
+        with _refused_until_stored():
+            edited = await self.hub.history.edit(
+                frame.room, frame.seq, connection.user_id, frame.text
+            )
         if edited is None:
             raise PapoError(ErrorCode.NOT_FOUND, "no such message of yours", field="seq")
         await self.hub.publish_to_room(
@@ -266,7 +284,8 @@ class Chat:
 
     async def delete(self, connection: Connection, frame: f.MessageDelete) -> dict[str, Any]:
         await self._room(connection, frame.room, member=True)
-        deleted = await self.hub.history.delete(frame.room, frame.seq, connection.user_id)
+        with _refused_until_stored():
+            deleted = await self.hub.history.delete(frame.room, frame.seq, connection.user_id)
         if deleted is None:
             raise PapoError(ErrorCode.NOT_FOUND, "no such message of yours", field="seq")
         await self.hub.publish_to_room(

@@ -20,6 +20,9 @@ What the room sees and what it can rely on:
   senders are told to retry with the same client id, and a retry is acknowledged once
   the write lands. Past ``MAX_STAGED`` messages waiting, new sends are refused before
   they are numbered.
+- An edit or delete of a staged message waits for its write, at most ``STORED_WAIT``
+  and never past a failed write: it runs inside its connection's read loop, and a
+  store outage must not hold up every later frame of that connection.
 - The price: a message is seen before it is durable. If the process dies before its
   write (a window of one store write), the room saw a message that history will not
   have; it was never acknowledged, so its sender's client sends it again.
@@ -50,6 +53,7 @@ KEEP_KEYS = 1000  # draft keys remembered per room
 MAX_ROOMS = 100_000  # rooms whose numbering is remembered (those with staged ones stay)
 MAX_STAGED = 10_000  # messages fanned out and not yet stored, node-wide
 WRITE_GAP = 0.01  # seconds between the starts of two writes while messages keep coming
+STORED_WAIT = 5.0  # seconds an edit or delete of a staged message waits for its write
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
 
@@ -74,7 +78,7 @@ class _Waiter:
 class _Staged:
     message: Stored
     waiters: list[_Waiter]
-    durable: asyncio.Event | None = None  # made only for an edit that waits for the write
+    written: asyncio.Future[None] | None = None  # made only for an edit waiting for the write
 
 
 @dataclass(slots=True)
@@ -154,12 +158,20 @@ class WriteBehind:
         return [] if state is None else [entry.message for entry in state.staged.values()]
 
     async def until_stored(self, room: str, seq: int) -> None:
+        """Return once ``seq`` is stored (at once if it is not staged); raise
+        ``NotStoredYet`` if its next write fails or ``STORED_WAIT`` passes first."""
         state = self._rooms.get(room)
         entry = None if state is None else state.staged.get(seq)
-        if entry is not None:
-            if entry.durable is None:
-                entry.durable = asyncio.Event()
-            await entry.durable.wait()
+        if entry is None:
+            return
+        written = entry.written
+        if written is None:
+            written = entry.written = asyncio.get_running_loop().create_future()
+            written.add_done_callback(_collect)
+        done, _ = await asyncio.wait({written}, timeout=STORED_WAIT)
+        if not done:
+            raise NotStoredYet(f"the message was not stored within {STORED_WAIT:g} s")
+        written.result()
 
     async def drain(self, seconds: float) -> None:
         """Stop taking drafts; wait (up to ``seconds``) for staged ones to be stored."""
@@ -308,6 +320,9 @@ class WriteBehind:
                     fail((w.done for entry in self._line for w in entry.waiters), failure)
                     for entry in self._line:
                         entry.waiters.clear()
+                        if entry.written is not None:  # edits waiting: refused, not held
+                            entry.written.set_exception(failure)
+                            entry.written = None
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_MAX)
                     continue
@@ -325,8 +340,8 @@ class WriteBehind:
         message = entry.message
         room = self._rooms[message.room]  # rooms with staged messages are never forgotten
         del room.staged[message.seq]
-        if entry.durable is not None:
-            entry.durable.set()
+        if entry.written is not None:
+            entry.written.set_result(None)
         if result is None:
             log.error(
                 "sequence number taken by another writer: is a second node with the memory "
@@ -387,6 +402,12 @@ class StagedHistory:
     async def delete(self, room: str, seq: int, sender_id: str) -> Stored | None:
         await self._writes.until_stored(room, seq)
         return await self._store.delete(room, seq, sender_id)
+
+
+def _collect(written: asyncio.Future[None]) -> None:
+    """Mark a failed write's outcome as seen: the edits that waited for it may be gone."""
+    if not written.cancelled():
+        written.exception()
 
 
 def _message(draft: Draft, seq: int, ts: float) -> Stored:
