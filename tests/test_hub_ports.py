@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,45 @@ async def test_cached_rooms_forget_a_leave_at_once_and_another_nodes_leave_in_ti
         assert not await there.is_member(room.id, "ana"), "...and no longer than that"
         assert await there.add_member(room.id, ana) is True
         assert await here.is_member(room.id, "ana"), "a 'no' is never remembered"
+    finally:
+        await pool.close()
+
+
+def _answered_from_memory(check: Coroutine[Any, Any, bool]) -> bool:
+    """Run ``check`` to its end if it never waits; fail if it waits (for PostgreSQL)."""
+    try:
+        check.send(None)
+    except StopIteration as answered:
+        result: bool = answered.value
+        return result
+    check.close()
+    raise AssertionError("the check waited for the store")
+
+
+async def test_cached_rooms_renew_a_talking_member_behind_their_frames(
+    base_settings: Settings,
+) -> None:
+    """A member who keeps sending is never held up by a membership query, and a leave
+    elsewhere still counts within ``member_seconds`` of the last answer."""
+    assert base_settings.urls.database
+    pool = await asyncpg.create_pool(base_settings.urls.database, min_size=0, max_size=4)
+    try:
+        shared = PostgresRoomStore(pool)
+        here, there = (CachedRoomStore(shared, member_seconds=0.4) for _ in range(2))
+        ana = UserRef(id="ana", name="Ana")
+        room = await here.create(_room(), [ana])
+        assert await there.is_member(room.id, "ana")  # asked once, remembered 0.4 s
+        for _ in range(8):  # 0.8 s of frames, twice what one answer is believed for
+            await asyncio.sleep(0.1)
+            assert _answered_from_memory(there.is_member(room.id, "ana"))
+
+        slow = CachedRoomStore(shared, member_seconds=1.0)
+        assert await slow.is_member(room.id, "ana")
+        assert await here.remove_member(room.id, "ana") is True
+        await asyncio.sleep(0.55)  # into the second half of the entry's time
+        assert _answered_from_memory(slow.is_member(room.id, "ana")), "still believed"
+        await asyncio.sleep(0.1)  # the renewal that frame started has its answer
+        assert not await slow.is_member(room.id, "ana"), "the leave counts before 1 s"
     finally:
         await pool.close()
 
