@@ -238,27 +238,30 @@ async def test_rooms_membership_reports_changes_once(rooms: RoomStore) -> None:
     assert await rooms.get("r_missing") is None
 
 
-async def test_cached_rooms_forget_a_leave_at_once_and_another_nodes_leave_in_time(
-    base_settings: Settings,
-) -> None:
+@pytest.fixture
+async def shared_rooms(base_settings: Settings) -> AsyncIterator[PostgresRoomStore]:
+    """The PostgreSQL room store that two nodes' caches sit in front of."""
     assert base_settings.urls.database
     pool = await asyncpg.create_pool(base_settings.urls.database, min_size=0, max_size=4)
-    try:
-        shared = PostgresRoomStore(pool)
-        here, there = (CachedRoomStore(shared, member_seconds=0.3) for _ in range(2))
-        ana = UserRef(id="ana", name="Ana")
-        room = await here.create(_room(), [ana])
-        assert await here.is_member(room.id, "ana")
-        assert await there.is_member(room.id, "ana")
-        assert await here.remove_member(room.id, "ana") is True
-        assert not await here.is_member(room.id, "ana"), "a leave here counts at once"
-        assert await there.is_member(room.id, "ana"), "another node remembers for a while"
-        await asyncio.sleep(0.35)
-        assert not await there.is_member(room.id, "ana"), "...and no longer than that"
-        assert await there.add_member(room.id, ana) is True
-        assert await here.is_member(room.id, "ana"), "a 'no' is never remembered"
-    finally:
-        await pool.close()
+    yield PostgresRoomStore(pool)
+    await pool.close()
+
+
+async def test_cached_rooms_forget_a_leave_at_once_and_another_nodes_leave_in_time(
+    shared_rooms: PostgresRoomStore,
+) -> None:
+    here, there = (CachedRoomStore(shared_rooms, member_seconds=0.3) for _ in range(2))
+    ana = UserRef(id="ana", name="Ana")
+    room = await here.create(_room(), [ana])
+    assert await here.is_member(room.id, "ana")
+    assert await there.is_member(room.id, "ana")
+    assert await here.remove_member(room.id, "ana") is True
+    assert not await here.is_member(room.id, "ana"), "a leave here counts at once"
+    assert await there.is_member(room.id, "ana"), "another node remembers for a while"
+    await asyncio.sleep(0.35)
+    assert not await there.is_member(room.id, "ana"), "...and no longer than that"
+    assert await there.add_member(room.id, ana) is True
+    assert await here.is_member(room.id, "ana"), "a 'no' is never remembered"
 
 
 def _answered_from_memory(check: Coroutine[Any, Any, bool]) -> bool:
@@ -273,31 +276,25 @@ def _answered_from_memory(check: Coroutine[Any, Any, bool]) -> bool:
 
 
 async def test_cached_rooms_renew_a_talking_member_behind_their_frames(
-    base_settings: Settings,
+    shared_rooms: PostgresRoomStore,
 ) -> None:
     """A member who keeps sending is never held up by a membership query, and a leave
     elsewhere still counts within ``member_seconds`` of the last answer."""
-    assert base_settings.urls.database
-    pool = await asyncpg.create_pool(base_settings.urls.database, min_size=0, max_size=4)
-    try:
-        shared = PostgresRoomStore(pool)
-        here, there = (CachedRoomStore(shared, member_seconds=0.4) for _ in range(2))
-        ana = UserRef(id="ana", name="Ana")
-        room = await here.create(_room(), [ana])
-        assert await there.is_member(room.id, "ana")  # asked once, remembered 0.4 s
-        for _ in range(8):  # 0.8 s of frames, twice what one answer is believed for
-            await asyncio.sleep(0.1)
-            assert _answered_from_memory(there.is_member(room.id, "ana"))
+    here, there = (CachedRoomStore(shared_rooms, member_seconds=0.4) for _ in range(2))
+    ana = UserRef(id="ana", name="Ana")
+    room = await here.create(_room(), [ana])
+    assert await there.is_member(room.id, "ana")  # asked once, remembered 0.4 s
+    for _ in range(8):  # 0.8 s of frames, twice what one answer is believed for
+        await asyncio.sleep(0.1)
+        assert _answered_from_memory(there.is_member(room.id, "ana"))
 
-        slow = CachedRoomStore(shared, member_seconds=1.0)
-        assert await slow.is_member(room.id, "ana")
-        assert await here.remove_member(room.id, "ana") is True
-        await asyncio.sleep(0.55)  # into the second half of the entry's time
-        assert _answered_from_memory(slow.is_member(room.id, "ana")), "still believed"
-        await asyncio.sleep(0.1)  # the renewal that frame started has its answer
-        assert not await slow.is_member(room.id, "ana"), "the leave counts before 1 s"
-    finally:
-        await pool.close()
+    slow = CachedRoomStore(shared_rooms, member_seconds=1.0)
+    assert await slow.is_member(room.id, "ana")
+    assert await here.remove_member(room.id, "ana") is True
+    await asyncio.sleep(0.55)  # into the second half of the entry's time
+    assert _answered_from_memory(slow.is_member(room.id, "ana")), "still believed"
+    await asyncio.sleep(0.1)  # the renewal that frame started has its answer
+    assert not await slow.is_member(room.id, "ana"), "the leave counts before 1 s"
 
 
 async def test_rooms_list_and_read_markers(rooms: RoomStore) -> None:
