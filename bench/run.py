@@ -4,7 +4,9 @@ Every server runs pinned to core 0 and the load generator (Node) to core 1; each
 server, and the history store of each papo row that has one, is started and stopped by
 PID for each scenario, so no state carries over. The history store runs on the
 generator's core under SCHED_IDLE by default: it stands in for a database on a machine
-of its own, taking only CPU time neither papo nor the generator wants.
+of its own and is meant to take only CPU time neither papo nor the generator wants (it
+still costs the generator some waiting for its core: the S4 table's "loadgen waited
+ms" shows how much).
 The kernel's autogroup scheduling is turned off for the run (and back on after): with it
 on, SCHED_IDLE would count only inside each service's own session (see
 ``per_task_scheduling``). Prints one Markdown table per scenario with ratios to the
