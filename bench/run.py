@@ -408,6 +408,7 @@ METRICS: dict[str, list[tuple[str, str, bool | None]]] = {
         ("history_write_p99_ms", "history write p99 ≤ ms", None),
         ("loadgen_late_p99_ms", "loadgen late p99 ms", None),
         ("loadgen_waited_ms", "loadgen waited ms", None),
+        ("loadgen_gc_ms", "loadgen GC ms", None),
     ],
     "s5": [
         ("resume_seconds", "resume s", None),

@@ -1,6 +1,7 @@
 """MongoHistory against a real MongoDB-wire server, seen through a proxy: writes whose
 reply is lost (a dropped connection, a primary change) are tried once more and take
-effect exactly once, and many rooms' lookups do not open a connection each."""
+effect exactly once, many rooms' lookups do not open a connection each, and a write
+too big for one command is split without losing its order."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from papo.hub.history import Draft
+from papo.hub.history import Draft, Stored
 from papo.persistence.history_mongo import READ_CONCURRENCY, MongoHistory
 from papo.persistence.mongo import connect_mongo
 from papo.server.config import Settings
@@ -117,3 +119,32 @@ async def test_many_rooms_are_read_a_few_at_a_time(
     assert proxy.connections - opened_before <= READ_CONCURRENCY, (
         f"{proxy.connections - opened_before} new connections for 60 rooms"
     )
+
+
+async def test_a_write_too_big_for_one_command_goes_out_in_several_in_order(
+    direct: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    """A group commit bigger than MongoDB's 16 MiB command limit is split; a refusal in
+    a later part still names the right message, and nothing after it is lost."""
+    database = f"chunks_{secrets.token_hex(4)}"
+    history = MongoHistory(direct, database)
+    await history.prepare()
+
+    def message(seq: int, client_id: str) -> Stored:
+        return Stored("r", seq, 1.0, "u1", "U", f"{seq} " + "x" * 2**20, client_id)
+
+    (first,) = await history.insert([message(1, "c1")])
+    # 18 MiB in one write; c1 again at 12 (a retry the node did not know of) falls
+    # in a later command than the first.
+    batch = [message(seq, "c1" if seq == 12 else f"c{seq}") for seq in range(2, 20)]
+    results = await history.insert(batch)
+
+    assert first == message(1, "c1")
+    assert [(r.seq, r.duplicate) if r else None for r in results] == [
+        (1, True) if seq == 12 else (seq, False) for seq in range(2, 20)
+    ], "the retry is answered with the stored message; the rest are stored as numbered"
+    docs = await direct[database]["messages"].find({"room": "r"}, {"text": 0}).to_list()
+    assert sorted((d["seq"], d["client_id"]) for d in docs) == [(1, "c1")] + [
+        (seq, f"c{seq}") for seq in range(2, 20) if seq != 12
+    ]
+    assert all(isinstance(d["_id"], ObjectId) for d in docs), "the server gave each an _id"

@@ -2,7 +2,7 @@
 // that speaks papo's protocol, a minimal JSON room protocol (ceiling, Channels) and
 // socket.io, and runs the scenarios S1-S5. Prints one JSON result line on stdout.
 import { readFileSync } from "node:fs";
-import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance, PerformanceObserver } from "node:perf_hooks";
 import WebSocket from "ws";
 import { io } from "socket.io-client";
 
@@ -10,21 +10,28 @@ const args = JSON.parse(process.argv[2]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // How the generator itself fared while it timed a scenario: how late its event loop ran
-// a 1 ms timer (99th percentile), and how long its thread was ready to run while
-// something else held its core (the kernel's run delay, /proc/self/schedstat). Either
-// one lands in every latency it measures, so the tables show them beside the server's.
+// a 1 ms timer (99th percentile), how long its thread was ready to run while something
+// else held its core (the kernel's run delay, /proc/self/schedstat), and how long its
+// own garbage collector stopped it (V8's pauses, total and longest). Each one lands in
+// every latency it measures, so the tables show them beside the server's.
 function watchSelf() {
   const runDelay = () => {
     try { return Number(readFileSync("/proc/self/schedstat", "utf8").split(" ")[1]); } catch { return NaN; }
   };
   const late = monitorEventLoopDelay({ resolution: 1 });
   const waitedBefore = runDelay();
+  const pauses = [];
+  const gc = new PerformanceObserver((list) => { for (const e of list.getEntries()) pauses.push(e.duration); });
+  gc.observe({ entryTypes: ["gc"] });
   late.enable();
   return () => {
     late.disable();
+    gc.disconnect();
     const waited = (runDelay() - waitedBefore) / 1e6;
     return {
       loadgen_late_p99_ms: +Math.max(0, late.percentile(99) / 1e6 - 1).toFixed(2),
+      loadgen_gc_ms: Math.round(pauses.reduce((a, b) => a + b, 0)),
+      loadgen_gc_max_ms: +Math.max(0, ...pauses).toFixed(2),
       ...(Number.isNaN(waited) ? {} : { loadgen_waited_ms: Math.round(waited) }),
     };
   };

@@ -14,6 +14,11 @@ delete by its values), so a write whose reply is lost to a dropped connection or
 primary change is simply tried once more (see ``_insert``, ``_once_more_if_lost``); the
 client is built without PyMongo's retryable writes (``persistence/mongo.py``), which
 would record every write server-side to do the same.
+
+Inserts go out as the ``insert`` command itself rather than through ``insert_many``
+(see ``_insert_ordered``): the history write is on the node's own event loop, between
+frames, and ``insert_many``'s bulk machinery cost 40 % more of papo's CPU per write and
+made the store work more (docs/benchmarks.md, "Changes measured").
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import AutoReconnect, BulkWriteError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
 from pymongo.write_concern import WriteConcern
 
 from papo.hub.history import Draft, Stored
@@ -36,6 +46,9 @@ DUPLICATE_KEY = 11000
 MAX_SEQUENCE_RACES = 50
 MAX_REMEMBERED_ROOMS = 100_000
 READ_CONCURRENCY = 4
+# One insert command carries documents up to about this size (estimated from the text
+# lengths); MongoDB takes a command document of at most 16 MiB.
+COMMAND_BYTES = 8 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -89,10 +102,31 @@ def _stored(doc: Document, *, duplicate: bool = False) -> Stored:
     )
 
 
+def _size_bound(doc: Document) -> int:
+    """At most how many bytes ``doc`` takes as BSON (four per character of its texts)."""
+    texts = doc["text"], doc["sender_name"], doc["room"], doc["sender_id"], doc["client_id"]
+    return 200 + 4 * sum(len(text) for text in texts)
+
+
+def _chunks(docs: list[Document]) -> list[list[Document]]:
+    chunks: list[list[Document]] = [[]]
+    size = 0
+    for doc in docs:
+        bound = _size_bound(doc)
+        if chunks[-1] and size + bound > COMMAND_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(doc)
+        size += bound
+    return chunks
+
+
 class MongoHistory:
     def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
         durable = WriteConcern(w=1, j=True)
         db = client.get_database(database, write_concern=durable)
+        self._database = db
+        self._durable = durable.document
         self._messages: AsyncCollection[Document] = db["messages"]
         # room -> the last sequence this node stored there (a guess other nodes may beat)
         self._last_written: dict[str, int] = {}
@@ -179,7 +213,7 @@ class MongoHistory:
                 )
                 following[draft.room] += 1
             try:
-                await self._messages.insert_many(docs, ordered=True)
+                await self._insert_ordered(docs)
             except BulkWriteError as exc:
                 inserted = int(exc.details.get("nInserted", 0))
                 errors = exc.details.get("writeErrors") or [{}]
@@ -234,7 +268,7 @@ class MongoHistory:
         resent = False
         while start < len(docs):
             try:
-                await self._messages.insert_many(docs[start:], ordered=True)
+                await self._insert_ordered(docs[start:])
                 break
             except BulkWriteError as exc:
                 errors = exc.details.get("writeErrors") or [{}]
@@ -259,6 +293,39 @@ class MongoHistory:
                     raise
                 resent = True  # what landed is refused as this call's own, above
         return results
+
+    async def _insert_ordered(self, docs: list[Document]) -> None:
+        """Insert ``docs`` in order, journaled; raise ``BulkWriteError`` as ``insert_many``
+        would (``nInserted``, then the refused document's error first) at a refusal.
+
+        The ``insert`` command itself, not ``insert_many``: one group commit every few
+        milliseconds runs on the node's event loop, where every frame waits behind it,
+        and the bulk API's bookkeeping (an ``_id`` made per document, per-operation
+        records, the result built from them) cost 0.5 ms of papo's CPU for a write of
+        ten messages against 0.3 ms for the command. The server adds each ``_id``.
+        """
+        inserted = 0
+        for chunk in _chunks(docs):
+            reply = await self._database.command(
+                "insert",
+                self._messages.name,
+                documents=chunk,
+                ordered=True,
+                writeConcern=self._durable,
+            )
+            errors = reply.get("writeErrors")
+            if errors:
+                first = min(errors, key=lambda error: int(error["index"]))
+                refused = inserted + int(first["index"])
+                raise BulkWriteError(
+                    {"nInserted": refused, "writeErrors": [{**first, "index": refused}]}
+                )
+            concern = reply.get("writeConcernError")
+            if concern:
+                raise WriteConcernError(
+                    concern.get("errmsg", "write concern failed"), concern.get("code"), reply
+                )
+            inserted += len(chunk)
 
     def _keep(self, docs: list[Document], stored: dict[DraftKey, Document]) -> None:
         """Record inserted documents and move each room's remembered sequence past them."""
