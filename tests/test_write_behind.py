@@ -155,32 +155,6 @@ async def test_a_busy_room_is_stored_in_few_writes_and_shown_as_each_message_com
     assert _writes(node.metrics) - before <= most, "one write per gap, not one per message"
 
 
-async def test_the_acks_of_a_big_write_leave_room_for_other_frames(node: Node) -> None:
-    """A write that lands with 39 senders waiting acks them a few at a time: other work
-    (here a callback queued when the first of them is answered, standing for the next
-    frame of another connection) runs before the last ack, not after all 39."""
-    writes = node.start()
-    await writes.submit(_draft("r", "c0"))
-    node.proxy.stall(INSERT)
-    first = writes.submit(_draft("r", "c1"))
-    await _until(lambda: node.proxy.stalled == 1)
-    big = [writes.submit(_draft("r", f"c{n}")) for n in range(2, 41)]  # the next write
-    acked_when_other_work_ran: list[int] = []
-    loop = asyncio.get_running_loop()
-
-    def other_work() -> None:
-        acked_when_other_work_ran.append(sum(ack.done() for ack in big))
-
-    big[0].add_done_callback(lambda _: loop.call_soon(other_work))
-    node.proxy.unstall()
-    stored = await asyncio.gather(first, *big)
-
-    assert [m.seq for m in stored] == list(range(2, 42)), "every sender acked, in order"
-    (acked,) = acked_when_other_work_ran
-    assert acked < len(big), "all 39 acks settled before anything else could run"
-    assert acked <= 2 * write_behind.SETTLE_CHUNK
-
-
 async def test_a_retry_is_never_shown_twice_whether_staged_or_stored_before_a_restart(
     node: Node,
 ) -> None:

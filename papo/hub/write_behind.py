@@ -53,7 +53,6 @@ KEEP_KEYS = 1000  # draft keys remembered per room
 MAX_ROOMS = 100_000  # rooms whose numbering is remembered (those with staged ones stay)
 MAX_STAGED = 10_000  # messages fanned out and not yet stored, node-wide
 WRITE_GAP = 0.01  # seconds between the starts of two writes while messages keep coming
-SETTLE_CHUNK = 8  # acks sent before the loop takes other work, when a write lands
 STORED_WAIT = 5.0  # seconds an edit or delete of a staged message waits for its write
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
@@ -330,20 +329,9 @@ class WriteBehind:
                 delay = RETRY_FIRST
                 self._metrics.history_seconds.observe(time.perf_counter() - started)
                 self._metrics.history_batch.observe(len(batch))
-                for start in range(0, len(batch), SETTLE_CHUNK):
-                    if start:
-                        # Acks of one write go out a few at a time, with the frames
-                        # that came meanwhile between them: each ack is an encode and
-                        # a socket write, and a write of 30 messages settled at once
-                        # held every new frame for all 30 (docs/benchmarks.md).
-                        await asyncio.sleep(0)
-                    for entry, result in zip(
-                        batch[start : start + SETTLE_CHUNK],
-                        results[start : start + SETTLE_CHUNK],
-                        strict=True,
-                    ):
-                        self._line.popleft()
-                        self._settle(entry, result)
+                for entry, result in zip(batch, results, strict=True):
+                    self._line.popleft()
+                    self._settle(entry, result)
                 self._metrics.history_staged.set(len(self._line))
         finally:
             self._storing = None
