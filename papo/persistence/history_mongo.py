@@ -109,11 +109,13 @@ def _size_bound(doc: Document) -> int:
 
 
 def _chunks(docs: list[Document]) -> list[list[Document]]:
-    chunks: list[list[Document]] = [[]]
+    """``docs`` in order, in parts that each fit one command (none for no documents:
+    MongoDB refuses an insert of nothing)."""
+    chunks: list[list[Document]] = []
     size = 0
     for doc in docs:
         bound = _size_bound(doc)
-        if chunks[-1] and size + bound > COMMAND_BYTES:
+        if not chunks or size + bound > COMMAND_BYTES:
             chunks.append([])
             size = 0
         chunks[-1].append(doc)
