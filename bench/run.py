@@ -401,6 +401,8 @@ METRICS: dict[str, list[tuple[str, str, bool | None]]] = {
     "s3": [("rss_per_conn_kib", "KiB/conn", False), ("connects_per_s", "connects/s", True)],
     "s4": [
         ("delivered_pct", "delivered %", None),
+        ("p50_ms", "p50 ms", None),
+        ("p90_ms", "p90 ms", None),
         ("p99_ms", "p99 ms", False),
         ("server_cpu_pct", "server CPU %", None),
         ("store_cpu_pct", "store CPU %", None),
@@ -409,6 +411,7 @@ METRICS: dict[str, list[tuple[str, str, bool | None]]] = {
         ("loadgen_late_p99_ms", "loadgen late p99 ms", None),
         ("loadgen_waited_ms", "loadgen waited ms", None),
         ("loadgen_gc_ms", "loadgen GC ms", None),
+        ("loadgen_cpu", "loadgen CPU %", None),
     ],
     "s5": [
         ("resume_seconds", "resume s", None),

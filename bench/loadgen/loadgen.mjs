@@ -12,16 +12,23 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // How the generator itself fared while it timed a scenario: how late its event loop ran
 // a 1 ms timer (99th percentile), how long its thread was ready to run while something
 // else held its core (the kernel's run delay, /proc/self/schedstat), and how long its
-// own garbage collector stopped it (V8's pauses, total and longest). Each one lands in
+// own garbage collector stopped it (V8's pauses: total, longest, how many, how many
+// were full mark-compacts; each pause's span goes into `gcSpans`). Each one lands in
 // every latency it measures, so the tables show them beside the server's.
-function watchSelf() {
+function watchSelf(gcSpans = []) {
   const runDelay = () => {
     try { return Number(readFileSync("/proc/self/schedstat", "utf8").split(" ")[1]); } catch { return NaN; }
   };
   const late = monitorEventLoopDelay({ resolution: 1 });
   const waitedBefore = runDelay();
   const pauses = [];
-  const gc = new PerformanceObserver((list) => { for (const e of list.getEntries()) pauses.push(e.duration); });
+  const major = [];  // mark-compact pauses (V8's gc kind 2), the long ones
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      pauses.push(e.duration); gcSpans.push([e.startTime, e.startTime + e.duration]);
+      if (e.detail?.kind === 2) major.push(e.duration);
+    }
+  });
   gc.observe({ entryTypes: ["gc"] });
   late.enable();
   return () => {
@@ -32,6 +39,9 @@ function watchSelf() {
       loadgen_late_p99_ms: +Math.max(0, late.percentile(99) / 1e6 - 1).toFixed(2),
       loadgen_gc_ms: Math.round(pauses.reduce((a, b) => a + b, 0)),
       loadgen_gc_max_ms: +Math.max(0, ...pauses).toFixed(2),
+      loadgen_gc_pauses: pauses.length,
+      loadgen_gc_major: major.length,
+      loadgen_gc_major_ms: Math.round(major.reduce((a, b) => a + b, 0)),
       ...(Number.isNaN(waited) ? {} : { loadgen_waited_ms: Math.round(waited) }),
     };
   };
@@ -77,19 +87,21 @@ class SioClient {
 }
 
 // A papo message frame ({"type":"message","room":..,"seq":..,..,"text":"..",..}) read for
-// the three fields the scenarios use (bench texts are ASCII), without a full JSON.parse: the ceiling's frames
-// are bare strings, and parsing papo's whole frame would add ~1.2 us per delivery to
-// the generator, i.e. to every latency it measures. Texts with escapes take JSON.parse.
+// the three fields the scenarios use (bench texts are ASCII) straight from the received
+// bytes: the ceiling's frames are bare strings, and decoding papo's whole frame (a full
+// JSON.parse, or even one string of it) would add work and garbage per delivery to the
+// generator, i.e. to every latency it measures. Texts with escapes take JSON.parse.
+const ROOM = Buffer.from('"room":"'); const SEQ = Buffer.from('"seq":'); const TEXT = Buffer.from('"text":"');
 function messageFields(raw) {
-  const s = raw.toString("latin1");
-  const r = s.indexOf('"room":"'); if (r < 0) return null;
-  const rEnd = s.indexOf('"', r + 8);
-  const q = s.indexOf('"seq":', rEnd); if (q < 0) return null;
-  const t = s.indexOf('"text":"', q); if (t < 0) return null;
-  const tEnd = s.indexOf('"', t + 8);
-  const text = s.slice(t + 8, tEnd);
-  if (text.includes("\\")) return null;
-  return { type: "message", room: s.slice(r + 8, rEnd), seq: parseInt(s.slice(q + 6, q + 26), 10), text };
+  const r = raw.indexOf(ROOM); if (r < 0) return null;
+  const rEnd = raw.indexOf(0x22, r + 8);
+  const q = raw.indexOf(SEQ, rEnd); if (q < 0) return null;
+  let seq = 0; let i = q + 6;
+  for (; raw[i] >= 0x30 && raw[i] <= 0x39; i++) seq = seq * 10 + raw[i] - 0x30;
+  const t = raw.indexOf(TEXT, i); if (t < 0) return null;
+  const tEnd = raw.indexOf(0x22, t + 8);
+  if (raw.indexOf(0x5c, t + 8) !== -1 && raw.indexOf(0x5c, t + 8) < tEnd) return null;
+  return { type: "message", room: raw.latin1Slice(r + 8, rEnd), seq, text: raw.latin1Slice(t + 8, tEnd) };
 }
 
 class PapoClient {
@@ -196,6 +208,39 @@ function cpuMeter() {
   return () => { const u = process.cpuUsage(start); return ((u.user + u.system) / 1000) / (performance.now() - t0) * 100; };
 }
 
+// Publish-to-receive times of one scenario. Send and receipt times go into arrays
+// allocated once, so recording a delivery makes no garbage for the generator's own
+// collector, whose pauses would land in the latencies it measures. Deliveries whose
+// flight overlapped one of those pauses are left out of `p99_clear_of_gc_ms`, which
+// shows how much of a row's tail the generator itself put there.
+function latencyRecorder(capacity, gcSpans) {
+  const sentAt = new Float64Array(capacity); const receivedAt = new Float64Array(capacity);
+  let count = 0;
+  return {
+    get count() { return count; },
+    record(data) {  // data is "<anything>|<performance.now() at the send>"
+      const now = performance.now();
+      if (count < capacity) { sentAt[count] = Number(data.slice(data.lastIndexOf("|") + 1)); receivedAt[count] = now; }
+      count += 1;
+    },
+    summary(expected) {
+      const n = Math.min(count, capacity);
+      const latencies = new Float64Array(n); const clear = [];
+      for (let i = 0; i < n; i++) {
+        latencies[i] = receivedAt[i] - sentAt[i];
+        if (!gcSpans.some(([from, to]) => from < receivedAt[i] && to > sentAt[i])) clear.push(latencies[i]);
+      }
+      latencies.sort(); clear.sort((a, b) => a - b);
+      const at = (sorted, p) => +(percentile(sorted, p) ?? 0).toFixed(2);
+      return {
+        delivered_pct: +(100 * count / expected).toFixed(2),
+        p50_ms: at(latencies, 50), p90_ms: at(latencies, 90), p99_ms: at(latencies, 99),
+        p999_ms: at(latencies, 99.9), max_ms: at(latencies, 100), p99_clear_of_gc_ms: at(clear, 99),
+      };
+    },
+  };
+}
+
 // --- scenarios ------------------------------------------------------------------------
 
 async function s1() {  // fan-out throughput with a bounded publish window
@@ -238,10 +283,11 @@ async function s2() {  // fan-out latency at a fixed publish rate
   const subs = await openMany(args.subscribers);
   await Promise.all(subs.map((c) => c.join(room)));
   const pub = makeClient(); await pub.open();
-  const latencies = [];
-  subs.forEach((c) => { c.onMessage = (data) => { latencies.push(performance.now() - Number(data.split("|")[1])); }; });
-  const meter = cpuMeter(); const watched = watchSelf();
-  const total = args.rate * args.seconds; const interval = 1000 / args.rate; const start = performance.now();
+  const total = args.rate * args.seconds; const interval = 1000 / args.rate;
+  const gcSpans = []; const recorder = latencyRecorder(total * subs.length, gcSpans);
+  subs.forEach((c) => { c.onMessage = (data) => recorder.record(data); });
+  const meter = cpuMeter(); const watched = watchSelf(gcSpans);
+  const start = performance.now();
   for (let i = 0; i < total; i++) {
     const due = start + i * interval; const wait = due - performance.now();
     if (wait > 1) await sleep(wait);
@@ -249,16 +295,10 @@ async function s2() {  // fan-out latency at a fixed publish rate
   }
   const self = watched();
   const deadline = performance.now() + 5000;
-  while (latencies.length < total * subs.length && performance.now() < deadline) await sleep(50);
+  while (recorder.count < total * subs.length && performance.now() < deadline) await sleep(50);
   const cpu = meter();
-  latencies.sort((a, b) => a - b);
   [...subs, pub].forEach((c) => c.close());
-  return {
-    p50_ms: +percentile(latencies, 50).toFixed(2), p99_ms: +percentile(latencies, 99).toFixed(2),
-    max_ms: +latencies[latencies.length - 1].toFixed(2),
-    delivered_pct: +(100 * latencies.length / (total * subs.length)).toFixed(2), loadgen_cpu: Math.round(cpu),
-    ...self,
-  };
+  return { ...recorder.summary(total * subs.length), loadgen_cpu: Math.round(cpu), ...self };
 }
 
 async function s3() {  // idle connections: connect rate, then hold for the RSS sample
@@ -278,10 +318,12 @@ async function s4() {  // chat: rooms of 10, everyone talks once a second
   const rooms = await roomIds(Array.from({ length: roomCount }, (_, i) => `s4-${i}`));
   const clients = await openMany(args.clients);
   await Promise.all(clients.map((c, i) => c.join(rooms[i % roomCount])));
-  const latencies = []; let expected = 0;
-  clients.forEach((c) => { c.onMessage = (data) => latencies.push(performance.now() - Number(data.split("|")[1])); });
+  const gcSpans = []; let expected = 0;
+  const recorder = latencyRecorder(clients.length * 10 * (args.seconds + 1), gcSpans);
+  clients.forEach((c) => { c.onMessage = (data) => recorder.record(data); });
   const start = performance.now();
-  const watched = watchSelf();
+  const watched = watchSelf(gcSpans);
+  const meter = cpuMeter();
   const timers = clients.map((c, i) => (async () => {
     await sleep((i / clients.length) * 1000);
     const room = rooms[i % roomCount]; const members = clients.filter((_, j) => j % roomCount === i % roomCount).length;
@@ -292,11 +334,11 @@ async function s4() {  // chat: rooms of 10, everyone talks once a second
   })());
   await Promise.all(timers);
   const self = watched();
+  const cpu = meter();
   const deadline = performance.now() + 5000;
-  while (latencies.length < expected && performance.now() < deadline) await sleep(50);
-  latencies.sort((a, b) => a - b);
+  while (recorder.count < expected && performance.now() < deadline) await sleep(50);
   clients.forEach((c) => c.close());
-  return { delivered_pct: +(100 * latencies.length / expected).toFixed(2), p99_ms: +(percentile(latencies, 99) || 0).toFixed(2), ...self };
+  return { ...recorder.summary(expected), loadgen_cpu: Math.round(cpu), ...self };
 }
 
 async function s5() {  // resume storm (papo only): everyone drops at once and resumes
