@@ -343,6 +343,47 @@ async def test_a_room_is_learned_when_someone_joins_so_its_first_send_reads_noth
     assert node.proxy.stalled == 1, "the send itself waited for no read"
 
 
+async def test_past_the_rooms_limit_the_idle_room_numbered_longest_ago_is_forgotten(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node remembers the numbering of at most ``MAX_ROOMS`` rooms; a room it forgot
+    is read again at its next send and goes on without a gap or a repeated retry."""
+    monkeypatch.setattr(write_behind, "MAX_ROOMS", 2)
+    writes = node.start()
+    for room in ("a", "b", "c"):
+        await writes.submit(_draft(room, "c1", f"first in {room}"))
+    node.proxy.stall(FIND)
+    assert (await asyncio.wait_for(writes.submit(_draft("c", "c2")), 5)).seq == 2
+    assert (await asyncio.wait_for(writes.submit(_draft("b", "c2")), 5)).seq == 2
+    assert node.proxy.stalled == 0, "b and c are still known: no read"
+    again = writes.submit(_draft("a", "c2", "second in a"))
+    await _until(lambda: node.proxy.stalled == 1)  # a was forgotten: it is read again
+    node.proxy.unstall()
+    assert (await again).seq == 2, "numbered after what the store holds"
+    retry = await writes.submit(_draft("a", "c1", "first in a"))
+    assert (retry.seq, retry.duplicate) == (1, True), "a retry is known from the read"
+    assert await node.stored("a") == [(1, "first in a"), (2, "second in a")]
+
+
+async def test_a_room_learned_while_every_other_room_waits_for_the_store_is_kept(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rooms with messages not yet stored are never forgotten; nor is the room just
+    read for a send, even when that puts the node past ``MAX_ROOMS`` for a while."""
+    monkeypatch.setattr(write_behind, "MAX_ROOMS", 2)
+    writes = node.start()
+    for room in ("a", "b"):
+        await writes.submit(_draft(room, "c1"))
+    node.proxy.stall(INSERT)  # a slow journal: what comes now stays staged
+    staged = [writes.submit(_draft(room, "c2")) for room in ("a", "b")]
+    await _until(lambda: node.proxy.stalled == 1)
+    pending = writes.submit(_draft("c", "c1", "hello"))
+    await _until(lambda: any(m.room == "c" for m in node.published), seconds=5)
+    node.proxy.unstall()
+    assert [m.seq for m in await asyncio.gather(*staged, pending)] == [2, 2, 1]
+    assert [(m.room, m.seq) for m in node.published if m.room == "c"] == [("c", 1)]
+
+
 async def test_a_number_a_client_saw_is_never_given_to_another_message(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -289,7 +289,10 @@ class WriteBehind:
         self._waiting.extendleft(reversed(self._seeding.pop(room, [])))
         self._wake_numbering()
         if len(self._rooms) > MAX_ROOMS:
-            idle = [name for name, known in self._rooms.items() if not known.staged]
+            # Never the room just learned: its held drafts are about to be numbered,
+            # and forgetting it would send them back to be learned again, read after
+            # read, for as long as every other room has messages staged.
+            idle = [n for n, known in self._rooms.items() if not known.staged and n != room]
             for name in idle[: len(self._rooms) - MAX_ROOMS]:
                 del self._rooms[name]
 
