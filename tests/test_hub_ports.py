@@ -297,6 +297,33 @@ async def test_cached_rooms_renew_a_talking_member_behind_their_frames(
     assert not await slow.is_member(room.id, "ana"), "the leave counts before 1 s"
 
 
+async def test_a_leave_during_a_renewal_wins_over_the_renewals_answer(
+    shared_rooms: PostgresRoomStore, base_settings: Settings
+) -> None:
+    """A renewal asks PostgreSQL while the member leaves on another node: the renewal's
+    "still a member", read before the leave, must not bring the membership back for
+    another ``member_seconds`` over the ``room.left`` notice that came meanwhile."""
+    cache = CachedRoomStore(shared_rooms, member_seconds=1.0)
+    ana = UserRef(id="ana", name="Ana")
+    room = await cache.create(_room(), [ana])
+    assert await cache.is_member(room.id, "ana")  # asked once, believed for 1 s
+    await asyncio.sleep(0.55)  # into the second half: the next frame starts a renewal
+    locker = await asyncpg.connect(base_settings.urls.database)
+    try:
+        locked = locker.transaction()
+        await locked.start()
+        await locker.execute("LOCK TABLE room_members IN ACCESS EXCLUSIVE MODE")
+        assert _answered_from_memory(cache.is_member(room.id, "ana"))  # renewal waits
+        await asyncio.sleep(0.1)
+        cache.forget_member(room.id, "ana")  # the notice of a leave lands meanwhile
+        await locked.rollback()  # the renewal's query answers from before the leave
+        await asyncio.sleep(0.1)
+    finally:
+        await locker.close()
+    assert await shared_rooms.remove_member(room.id, "ana") is True  # the leave itself
+    assert not await cache.is_member(room.id, "ana"), "the next frame asks PostgreSQL"
+
+
 async def test_rooms_list_and_read_markers(rooms: RoomStore) -> None:
     me = UserRef(id=f"u_{secrets.token_hex(4)}", name="Me")
     mine = sorted([(await rooms.create(_room(), [me])).id for _ in range(3)])
