@@ -100,7 +100,7 @@ function messageFields(raw) {
   for (; raw[i] >= 0x30 && raw[i] <= 0x39; i++) seq = seq * 10 + raw[i] - 0x30;
   const t = raw.indexOf(TEXT, i); if (t < 0) return null;
   const tEnd = raw.indexOf(0x22, t + 8);
-  if (raw.indexOf(0x5c, t + 8) !== -1 && raw.indexOf(0x5c, t + 8) < tEnd) return null;
+  const escape = raw.indexOf(0x5c, t + 8); if (escape !== -1 && escape < tEnd) return null;
   return { type: "message", room: raw.latin1Slice(r + 8, rEnd), seq, text: raw.latin1Slice(t + 8, tEnd) };
 }
 
