@@ -467,6 +467,10 @@ def render(rows: list[Row], scenarios: list[str]) -> str:
     return "\n".join(out)
 
 
+def _stopped(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
@@ -496,6 +500,9 @@ def main() -> int:
         help="idle (default): the store runs only when its core has nothing else to run",
     )
     options = parser.parse_args()
+    # A run stopped with SIGTERM (`timeout`, `kill`) unwinds like Ctrl-C: its servers and
+    # services are stopped and autogroup scheduling is turned back on.
+    signal.signal(signal.SIGTERM, _stopped)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if not (LOADGEN / "node_modules").exists():
