@@ -358,10 +358,18 @@ class WriteBehind:
             room.remember(result)
         else:
             self._metrics.messages.inc()
+        # Stored is frozen: the senders of one message can share one answer, and a
+        # retry's is made only when a retry waits.
+        retried = result if result.duplicate else None
         for waiter in entry.waiters:
-            if not waiter.done.done():
-                duplicate = waiter.duplicate or result.duplicate
-                waiter.done.set_result(dataclasses.replace(result, duplicate=duplicate))
+            if waiter.done.done():
+                continue
+            if not waiter.duplicate:
+                waiter.done.set_result(result)
+                continue
+            if retried is None:
+                retried = dataclasses.replace(result, duplicate=True)
+            waiter.done.set_result(retried)
 
 
 class StagedHistory:
