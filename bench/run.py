@@ -6,7 +6,10 @@ PID for each scenario, so no state carries over. The history store runs on the
 generator's core under SCHED_IDLE by default: it stands in for a database on a machine
 of its own and is meant to take only CPU time neither papo nor the generator wants (it
 still costs the generator some waiting for its core: the S4 table's "loadgen waited
-ms" shows how much).
+ms" shows how much). The services' files (the store's journal, PostgreSQL's and Redis's
+data) live in memory (``/dev/shm``) by default, for the same reason: their disks would be
+on machines of their own, and on a virtual machine every disk interrupt lands on one
+core (here the generator's); ``--files disk`` keeps them on this machine's disk.
 The kernel's autogroup scheduling is turned off for the run (and back on after): with it
 on, SCHED_IDLE would count only inside each service's own session (see
 ``per_task_scheduling``). Prints one Markdown table per scenario with ratios to the
@@ -467,6 +470,19 @@ def render(rows: list[Row], scenarios: list[str]) -> str:
     return "\n".join(out)
 
 
+def files_dir(where: str) -> str | None:
+    """The directory the services' files go under: ``/dev/shm`` for memory when it is a
+    tmpfs here, else the default temporary directory (the machine line says which)."""
+    if where != "memory":
+        return None
+    shm = Path("/dev/shm")  # noqa: S108 - mkdtemp makes a private directory under it
+    with contextlib.suppress(OSError):
+        mounts = Path("/proc/mounts").read_text().splitlines()
+        if any(line.split()[1:3] == [str(shm), "tmpfs"] for line in mounts):
+            return str(shm)
+    return None
+
+
 def _stopped(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -499,6 +515,13 @@ def main() -> int:
         default="idle",
         help="idle (default): the store runs only when its core has nothing else to run",
     )
+    parser.add_argument(
+        "--files",
+        choices=["memory", "disk"],
+        default="memory",
+        help="where the backing services keep their files: memory (default, /dev/shm: "
+        "their disks stand in for disks of their own) or this machine's disk",
+    )
     options = parser.parse_args()
     # A run stopped with SIGTERM (`timeout`, `kill`) unwinds like Ctrl-C: its servers and
     # services are stopped and autogroup scheduling is turned back on.
@@ -514,7 +537,11 @@ def main() -> int:
         # Row names contain commas; a prefix cut at one of them must not select silently.
         parser.error(f"--rows: no row starts with {unmatched}; rows: {[r.name for r in ROWS]}")
     rows = [r for r in ROWS if not wanted or any(r.name.startswith(p) for p in wanted)]
-    data_dir = Path(tempfile.mkdtemp(prefix="papo-bench-"))
+    files = files_dir(options.files)
+    where_files = f"in memory ({files})" if files else "on disk"
+    if options.files == "memory" and not files:
+        where_files += " (no tmpfs at /dev/shm)"
+    data_dir = Path(tempfile.mkdtemp(prefix="papo-bench-", dir=files))
     data_dir.chmod(0o755)
     services = Placement(options.services_core, options.services_idle)
     store = Placement(options.store_core, options.store_priority == "idle")
@@ -531,7 +558,8 @@ def main() -> int:
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} cores; server on core {SERVER_CORE}, "
         f"load generator on core {LOADGEN_CORE}; PostgreSQL and Redis on {services}; "
-        f"history store on {store}; {scheduling}; {time.monotonic() - started:.0f} s"
+        f"history store on {store}; services' files {where_files}; {scheduling}; "
+        f"{time.monotonic() - started:.0f} s"
     )
     print(table)
     out = Path(options.out)
