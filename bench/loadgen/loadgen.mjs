@@ -57,12 +57,13 @@ class BenchClient {  // {"op": "join"} / {"op": "pub"}; messages arrive as bare 
       this.ws.on("open", resolve);
       this.ws.on("error", reject);
       this.ws.on("message", (raw) => {
+        const at = performance.now();
         if (raw[0] === 0x7b && raw[2] === 0x6f && raw[3] === 0x70) {  // {"op": control frame
           if (this.joined) { this.joined(); this.joined = null; }
           return;
         }
-        if (this.countOnly) { this.onMessage(null, 0); return; }
-        this.onMessage(raw.toString(), 0);
+        if (this.countOnly) { this.onMessage(0, 0, at); return; }
+        this.onMessage(sentAtOf(raw, 0, raw.length), 0, at);
       });
     });
   }
@@ -78,7 +79,10 @@ class SioClient {
       this.socket = io(this.url, { transports: ["websocket"], reconnection: false, forceNew: true });
       this.socket.on("connect", resolve);
       this.socket.on("connect_error", reject);
-      this.socket.on("msg", (data) => this.onMessage(data, 0));
+      this.socket.on("msg", (data) => {
+        const at = performance.now();
+        this.onMessage(Number(data.slice(data.lastIndexOf("|") + 1)), 0, at);
+      });
     });
   }
   join(room) { return this.socket.timeout(30000).emitWithAck("join", room); }
@@ -86,28 +90,58 @@ class SioClient {
   close() { this.socket.disconnect(); }
 }
 
-// A papo message frame ({"type":"message","room":..,"seq":..,..,"text":"..",..}) read for
-// the three fields the scenarios use (bench texts are ASCII) straight from the received
-// bytes: the ceiling's frames are bare strings, and decoding papo's whole frame (a full
-// JSON.parse, or even one string of it) would add work and garbage per delivery to the
-// generator, i.e. to every latency it measures. Texts with escapes take JSON.parse.
-const ROOM = Buffer.from('"room":"'); const SEQ = Buffer.from('"seq":'); const TEXT = Buffer.from('"text":"');
-function messageFields(raw) {
-  const r = raw.indexOf(ROOM); if (r < 0) return null;
-  const rEnd = raw.indexOf(0x22, r + 8);
-  const q = raw.indexOf(SEQ, rEnd); if (q < 0) return null;
-  let seq = 0; let i = q + 6;
+// Every adapter hands a delivery on as (send time, sequence number, receipt time). The
+// receipt time is taken first, before any of the adapter's own parsing; the send time
+// is read from the text ("<anything>|<performance.now() at the send>") straight from the
+// received bytes, for every protocol alike (no string of the frame or of its text).
+
+// The send time at the end of the text in raw[start, end): the digits after the last "|".
+function sentAtOf(raw, start, end) {
+  let bar = end - 1;
+  while (bar >= start && raw[bar] !== 0x7c) bar--;
+  let whole = 0; let i = bar + 1;
+  for (; i < end && raw[i] >= 0x30 && raw[i] <= 0x39; i++) whole = whole * 10 + raw[i] - 0x30;
+  if (i === end) return whole;
+  if (raw[i] !== 0x2e) return Number(raw.latin1Slice(bar + 1, end));
+  let fraction = 0; let scale = 1;
+  for (i += 1; i < end && raw[i] >= 0x30 && raw[i] <= 0x39; i++) { fraction = fraction * 10 + raw[i] - 0x30; scale *= 10; }
+  return i === end ? whole + fraction / scale : Number(raw.latin1Slice(bar + 1, end));
+}
+
+// A papo message frame starts {"type":"message","room":"<room>","seq":<n>, (msgspec keeps
+// the contract's field order); its text is found by one search. The generator needs the
+// room (for its last sequence number there), the number and the send time; the room's
+// string is made once per client and room, not per delivery. Anything else, or a text
+// with escapes, takes JSON.parse.
+const HEAD = Buffer.from('{"type":"message","room":"'); const SEQ = Buffer.from('","seq":');
+const TEXT = Buffer.from('"text":"');
+function bytesAt(raw, at, bytes) {
+  if (raw.length < at + bytes.length) return false;
+  for (let k = 0; k < bytes.length; k++) if (raw[at + k] !== bytes[k]) return false;
+  return true;
+}
+function messageFields(raw, client) {
+  if (!bytesAt(raw, 0, HEAD)) return null;
+  const r = HEAD.length; let rEnd = r;
+  while (rEnd < raw.length && raw[rEnd] !== 0x22) rEnd++;
+  if (!bytesAt(raw, rEnd, SEQ)) return null;
+  let seq = 0; let i = rEnd + SEQ.length;
   for (; raw[i] >= 0x30 && raw[i] <= 0x39; i++) seq = seq * 10 + raw[i] - 0x30;
   const t = raw.indexOf(TEXT, i); if (t < 0) return null;
-  const tEnd = raw.indexOf(0x22, t + 8);
-  const escape = raw.indexOf(0x5c, t + 8); if (escape !== -1 && escape < tEnd) return null;
-  return { type: "message", room: raw.latin1Slice(r + 8, rEnd), seq, text: raw.latin1Slice(t + 8, tEnd) };
+  let tEnd = t + TEXT.length;
+  for (; tEnd < raw.length && raw[tEnd] !== 0x22; tEnd++) if (raw[tEnd] === 0x5c) return null;
+  const known = client.roomBytes;
+  let same = known !== null && known.length === rEnd - r;
+  for (let k = 0; same && k < known.length; k++) same = known[k] === raw[r + k];
+  if (!same) { client.roomBytes = Buffer.from(raw.subarray(r, rEnd)); client.room = raw.latin1Slice(r, rEnd); }
+  return { room: client.room, seq, sentAt: sentAtOf(raw, t + TEXT.length, tEnd) };
 }
 
 class PapoClient {
   constructor(url, token) {
     this.url = `${url}?token=${token}`; this.onMessage = () => {}; this.pending = new Map();
     this.nextId = 1; this.lastSeq = new Map(); this.seen = new Map(); this.duplicates = 0;
+    this.roomBytes = null; this.room = "";
   }
   open() {
     return new Promise((resolve, reject) => {
@@ -115,15 +149,17 @@ class PapoClient {
       this.ws.on("error", (e) => { if (!this.welcomed) reject(e); });
       this.ws.on("close", () => { for (const p of this.pending.values()) p.reject(new Error("closed")); this.pending.clear(); });
       this.ws.on("message", (raw) => {
+        const at = performance.now();
         // {"type":"message" -- counted without decoding when only throughput matters
         const isMessage = raw[9] === 0x6d && raw[16] === 0x22;
-        if (this.countOnly && isMessage) { this.onMessage(null, 0); return; }
-        const frame = (isMessage && messageFields(raw)) || JSON.parse(raw.toString());
-        if (frame.type === "message") {
+        if (this.countOnly && isMessage) { this.onMessage(0, 0, at); return; }
+        const fields = isMessage ? messageFields(raw, this) : null;
+        const frame = fields || JSON.parse(raw.toString());
+        if (fields || frame.type === "message") {
           const last = this.lastSeq.get(frame.room) || 0;
           if (frame.seq <= last) { this.duplicates += 1; return; }
           this.lastSeq.set(frame.room, frame.seq);
-          this.onMessage(frame.text, frame.seq);
+          this.onMessage(fields ? fields.sentAt : Number(frame.text.slice(frame.text.lastIndexOf("|") + 1)), frame.seq, at);
         } else if (frame.type === "ok" || frame.type === "error") {
           const p = this.pending.get(frame.id); if (!p) return; this.pending.delete(frame.id);
           if (frame.type === "ok") p.resolve(frame.data); else p.reject(new Error(frame.code));
@@ -218,9 +254,8 @@ function latencyRecorder(capacity, gcSpans) {
   let count = 0;
   return {
     get count() { return count; },
-    record(data) {  // data is "<anything>|<performance.now() at the send>"
-      const now = performance.now();
-      if (count < capacity) { sentAt[count] = Number(data.slice(data.lastIndexOf("|") + 1)); receivedAt[count] = now; }
+    record(sent, received) {
+      if (count < capacity) { sentAt[count] = sent; receivedAt[count] = received; }
       count += 1;
     },
     summary(expected) {
@@ -285,7 +320,7 @@ async function s2() {  // fan-out latency at a fixed publish rate
   const pub = makeClient(); await pub.open();
   const total = args.rate * args.seconds; const interval = 1000 / args.rate;
   const gcSpans = []; const recorder = latencyRecorder(total * subs.length, gcSpans);
-  subs.forEach((c) => { c.onMessage = (data) => recorder.record(data); });
+  subs.forEach((c) => { c.onMessage = (sent, _, received) => recorder.record(sent, received); });
   const meter = cpuMeter(); const watched = watchSelf(gcSpans);
   const start = performance.now();
   for (let i = 0; i < total; i++) {
@@ -320,7 +355,7 @@ async function s4() {  // chat: rooms of 10, everyone talks once a second
   await Promise.all(clients.map((c, i) => c.join(rooms[i % roomCount])));
   const gcSpans = []; let expected = 0;
   const recorder = latencyRecorder(clients.length * 10 * (args.seconds + 1), gcSpans);
-  clients.forEach((c) => { c.onMessage = (data) => recorder.record(data); });
+  clients.forEach((c) => { c.onMessage = (sent, _, received) => recorder.record(sent, received); });
   const start = performance.now();
   const watched = watchSelf(gcSpans);
   const meter = cpuMeter();
