@@ -140,7 +140,7 @@ function messageFields(raw, client) {
 class PapoClient {
   constructor(url, token) {
     this.url = `${url}?token=${token}`; this.onMessage = () => {}; this.pending = new Map();
-    this.nextId = 1; this.lastSeq = new Map(); this.seen = new Map(); this.duplicates = 0;
+    this.nextId = 1; this.lastSeq = new Map(); this.duplicates = 0;
     this.roomBytes = null; this.room = "";
   }
   open() {
