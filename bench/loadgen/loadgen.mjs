@@ -81,7 +81,7 @@ class SioClient {
       this.socket.on("connect_error", reject);
       this.socket.on("msg", (data) => {
         const at = performance.now();
-        this.onMessage(Number(data.slice(data.lastIndexOf("|") + 1)), 0, at);
+        this.onMessage(sentAtOfText(data), 0, at);
       });
     });
   }
@@ -94,6 +94,9 @@ class SioClient {
 // receipt time is taken first, before any of the adapter's own parsing; the send time
 // is read from the text ("<anything>|<performance.now() at the send>") straight from the
 // received bytes, for every protocol alike (no string of the frame or of its text).
+
+// The send time at the end of a decoded text (socket.io's, or a papo text with escapes).
+const sentAtOfText = (text) => Number(text.slice(text.lastIndexOf("|") + 1));
 
 // The send time at the end of the text in raw[start, end): the digits after the last "|".
 function sentAtOf(raw, start, end) {
@@ -159,7 +162,7 @@ class PapoClient {
           const last = this.lastSeq.get(frame.room) || 0;
           if (frame.seq <= last) { this.duplicates += 1; return; }
           this.lastSeq.set(frame.room, frame.seq);
-          this.onMessage(fields ? fields.sentAt : Number(frame.text.slice(frame.text.lastIndexOf("|") + 1)), frame.seq, at);
+          this.onMessage(fields ? fields.sentAt : sentAtOfText(frame.text), frame.seq, at);
         } else if (frame.type === "ok" || frame.type === "error") {
           const p = this.pending.get(frame.id); if (!p) return; this.pending.delete(frame.id);
           if (frame.type === "ok") p.resolve(frame.data); else p.reject(new Error(frame.code));
