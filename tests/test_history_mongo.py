@@ -15,7 +15,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from papo.hub.history import Draft, Stored
-from papo.persistence.history_mongo import READ_CONCURRENCY, MongoHistory
+from papo.persistence.history_mongo import LEGACY_KEY_INDEX, READ_CONCURRENCY, MongoHistory
 from papo.persistence.mongo import connect_mongo
 from papo.server.config import Settings
 from tests.proxy import TcpProxy
@@ -147,4 +147,56 @@ async def test_a_write_too_big_for_one_command_goes_out_in_several_in_order(
     assert sorted((d["seq"], d["client_id"]) for d in docs) == [(1, "c1")] + [
         (seq, f"c{seq}") for seq in range(2, 20) if seq != 12
     ]
-    assert all(isinstance(d["_id"], ObjectId) for d in docs), "the server gave each an _id"
+
+
+async def test_a_message_is_keyed_by_its_draft_key_with_one_index_beside(
+    direct: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    """The draft key is the _id, so the store keeps one index of its own per message
+    written (room, seq) instead of two: a third less of its work per insert."""
+    database = f"keys_{secrets.token_hex(4)}"
+    history = MongoHistory(direct, database)
+    await history.prepare()
+    await history.insert([Stored("r", 1, 1.0, "u1", "U", "one", "c1")])
+    await history.append([Draft("r", "u2", "V", "two", "c1")])
+
+    messages = direct[database]["messages"]
+    docs = await messages.find({"room": "r"}).sort("seq").to_list()
+    assert [d["_id"] for d in docs] == [
+        {"room": "r", "sender_id": "u1", "client_id": "c1"},
+        {"room": "r", "sender_id": "u2", "client_id": "c1"},
+    ]
+    assert set(await messages.index_information()) == {"_id_", "room_seq"}
+
+
+async def test_a_collection_from_earlier_papo_still_recognises_retries_of_its_messages(
+    direct: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    """Messages stored before the draft key became the _id have a server-made _id and
+    only the old draft-key index protects them: a retry of one is still answered with
+    the stored message on both write paths (one node's and several nodes'), stored
+    once, and papo leaves the old index in place."""
+    database = f"legacy_{secrets.token_hex(4)}"
+    messages = direct[database]["messages"]
+    await messages.create_index([("room", 1), ("seq", 1)], unique=True, name="room_seq")
+    await messages.create_index(
+        [("room", 1), ("sender_id", 1), ("client_id", 1)], unique=True, name=LEGACY_KEY_INDEX
+    )
+    old = {"room": "r", "seq": 1, "ts": 1.0, "sender_id": "u1", "sender_name": "U"}
+    await messages.insert_one({**old, "text": "old", "client_id": "c1"})
+    history = MongoHistory(direct, database)
+    await history.prepare()
+
+    (numbered_again,) = await history.insert([Stored("r", 2, 2.0, "u1", "U", "old", "c1")])
+    retried, fresh = await history.append(
+        [Draft("r", "u1", "U", "old", "c1"), Draft("r", "u1", "U", "new", "c2")]
+    )
+
+    assert numbered_again is not None
+    assert (numbered_again.seq, numbered_again.duplicate) == (1, True)
+    assert (retried.seq, retried.duplicate, retried.text) == (1, True, "old")
+    assert (fresh.seq, fresh.duplicate) == (2, False)
+    docs = await messages.find({"room": "r"}).sort("seq").to_list()
+    assert [(d["seq"], d["client_id"]) for d in docs] == [(1, "c1"), (2, "c2")]
+    assert isinstance(docs[0]["_id"], ObjectId)
+    assert LEGACY_KEY_INDEX in await messages.index_information()

@@ -1,13 +1,21 @@
 """``History`` on MongoDB through PyMongo's async API.
 
-Documents: ``messages`` {room, seq, ts, sender_id, sender_name, text, client_id, edited,
-deleted} with unique indexes on (room, seq) and (room, sender_id, client_id). A batch
-(drafts of any number of rooms) takes the numbers after each room's highest sequence and
-is written with one ordered insert, with journaled write concern, before anyone is
-acknowledged; the (room, seq) index settles races between nodes and the (room, sender,
-client id) index turns a retried send into a duplicate (see ``_insert``). In the common
-case a batch costs one round trip: the node remembers the last number it wrote per room
-and only reads the highest stored one again after losing a race.
+Documents: ``messages`` {_id: {room, sender_id, client_id}, room, seq, ts, sender_id,
+sender_name, text, client_id, edited, deleted} with a unique index on (room, seq). A
+batch (drafts of any number of rooms) takes the numbers after each room's highest
+sequence and is written with one ordered insert, with journaled write concern, before
+anyone is acknowledged; the (room, seq) index settles races between nodes and the
+``_id``, a message's draft key, turns a retried send into a duplicate (see ``_insert``).
+In the common case a batch costs one round trip: the node remembers the last number it
+wrote per room and only reads the highest stored one again after losing a race.
+
+Why the draft key is the ``_id`` and not an index of its own: MongoDB keeps a unique
+index on ``_id`` whatever it holds, and every index is work in every insert. With a
+server-made ``_id`` and two unique indexes beside it, the history store used 0.21 ms of
+its CPU per message here; with the draft key as ``_id``, 0.13 ms (docs/benchmarks.md,
+"Changes measured"). A collection written by papo before 2026-11-24 has server-made
+``_id``s and a ``room_sender_client`` index; papo keeps using that index for the
+messages it covers (see ``prepare``) and docs/operations.md says when to drop it.
 
 Every write here is idempotent by itself (a message by its draft key, an edit or a
 delete by its values), so a write whose reply is lost to a dropped connection or a
@@ -24,6 +32,7 @@ bulk machinery, and less of the store's (docs/benchmarks.md, "Changes measured")
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -40,6 +49,8 @@ from pymongo.write_concern import WriteConcern
 
 from papo.hub.history import Draft, Stored
 
+log = logging.getLogger("papo.history")
+
 Document = dict[str, Any]
 DraftKey = tuple[str, str, str]  # (room, sender id, client id): what makes a send unique
 DUPLICATE_KEY = 11000
@@ -49,12 +60,20 @@ READ_CONCURRENCY = 4
 # One insert command carries documents up to about this size (estimated from the text
 # lengths); MongoDB takes a command document of at most 16 MiB.
 COMMAND_BYTES = 8 * 1024 * 1024
+# The draft-key index of collections written before the draft key became the _id.
+LEGACY_KEY_INDEX = "room_sender_client"
 
 T = TypeVar("T")
 
 
 def _key(draft: Draft) -> DraftKey:
     return (draft.room, draft.sender_id, draft.client_id)
+
+
+def _draft_id(room: str, sender_id: str, client_id: str) -> Document:
+    """A message's ``_id``. Built here only: MongoDB compares embedded documents field
+    by field in order, so every lookup must spell the key the way the insert did."""
+    return {"room": room, "sender_id": sender_id, "client_id": client_id}
 
 
 def _lost_in_flight(exc: AutoReconnect) -> bool:
@@ -77,6 +96,7 @@ async def _once_more_if_lost(
 
 def _document(message: Stored) -> Document:
     return {
+        "_id": _draft_id(message.room, message.sender_id, message.client_id),
         "room": message.room,
         "seq": message.seq,
         "ts": message.ts,
@@ -137,16 +157,29 @@ class MongoHistory:
         # many rooms at once: one query per room all at once would open a connection (a
         # server thread) per room. Writes never wait for this.
         self._reads = asyncio.Semaphore(READ_CONCURRENCY)
+        # Whether the collection still has the draft-key index of older papo (``prepare``).
+        self._legacy_keys = False
 
     async def prepare(self) -> None:
         await self._messages.create_index(
             [("room", ASCENDING), ("seq", ASCENDING)], unique=True, name="room_seq"
         )
-        await self._messages.create_index(
-            [("room", ASCENDING), ("sender_id", ASCENDING), ("client_id", ASCENDING)],
-            unique=True,
-            name="room_sender_client",
-        )
+        # Messages stored before the draft key became the _id are covered by the old
+        # index, and only by it: while it exists, a refused insert is looked up by
+        # either key (each lookup uses its own index). papo never drops it itself.
+        self._legacy_keys = LEGACY_KEY_INDEX in await self._messages.index_information()
+        if self._legacy_keys:
+            log.info(
+                "history has the draft-key index of earlier papo; it is kept until dropped "
+                "(docs/operations.md)",
+                extra={"index": LEGACY_KEY_INDEX},
+            )
+
+    def _by_draft_key(self, room: str, sender_id: str, client_id: str) -> Document:
+        by_id = {"_id": _draft_id(room, sender_id, client_id)}
+        if not self._legacy_keys:
+            return by_id
+        return {"$or": [by_id, {"room": room, "sender_id": sender_id, "client_id": client_id}]}
 
     async def append(self, drafts: Sequence[Draft]) -> list[Stored]:
         earlier: dict[DraftKey, Document] = {}
@@ -181,12 +214,12 @@ class MongoHistory:
         node took the number, that room's highest sequence is read again and the rest is
         numbered anew; a number is therefore only ever taken by a stored message, and
         sequences stay gapless even when a node dies mid-write. A draft whose client id
-        is already stored (a retry, on this node or another) is refused by the other
-        unique index and becomes a duplicate of the stored message instead.
+        is already stored (a retry, on this node or another) is refused by its ``_id``
+        and becomes a duplicate of the stored message instead.
 
         If the connection drops mid-insert, the insert is sent once more, numbered from
-        the stored highest: drafts that had landed are refused by the draft-key index
-        and are returned as stored by this call, not as duplicates.
+        the stored highest: drafts that had landed are refused by their ``_id`` and are
+        returned as stored by this call, not as duplicates.
         """
         stored: dict[DraftKey, Document] = {}
         races: dict[str, int] = {}
@@ -204,6 +237,7 @@ class MongoHistory:
             for draft in pending:
                 docs.append(
                     {
+                        "_id": _draft_id(draft.room, draft.sender_id, draft.client_id),
                         "room": draft.room,
                         "seq": following[draft.room],
                         "ts": now,
@@ -225,7 +259,7 @@ class MongoHistory:
                 self._keep(docs[:inserted], stored)
                 loser = pending[inserted]
                 existing = await self._messages.find_one(
-                    {"room": loser.room, "sender_id": loser.sender_id, "client_id": loser.client_id}
+                    self._by_draft_key(loser.room, loser.sender_id, loser.client_id)
                 )
                 if existing is not None and _key(loser) in sent_when_lost:
                     stored[_key(loser)] = existing  # this call's own insert had landed
@@ -258,11 +292,12 @@ class MongoHistory:
     async def insert(self, messages: Sequence[Stored]) -> list[Stored | None]:
         """Store messages numbered by this node, in one ordered insert per refusal.
 
-        The node numbered them itself (it is the rooms' only writer), so a refusal by
-        the unique indexes is rare and says which of three things happened: this call's
-        own earlier attempt landed (its reply was lost), a retried send this node did
-        not know of was stored before under another number (a duplicate), or another
-        writer holds the number (None). The insert then goes on after the refused one.
+        The node numbered them itself (it is the rooms' only writer), so a refusal (by
+        ``_id`` or by the (room, seq) index) is rare and says which of three things
+        happened: this call's own earlier attempt landed (its reply was lost), a retried
+        send this node did not know of was stored before under another number (a
+        duplicate), or another writer holds the number (None). The insert then goes on
+        after the refused one.
         """
         docs = [_document(message) for message in messages]
         results: list[Stored | None] = list(messages)
@@ -279,11 +314,7 @@ class MongoHistory:
                 refused = start + int(exc.details.get("nInserted", 0))
                 message = messages[refused]
                 earlier = await self._messages.find_one(
-                    {
-                        "room": message.room,
-                        "sender_id": message.sender_id,
-                        "client_id": message.client_id,
-                    }
+                    self._by_draft_key(message.room, message.sender_id, message.client_id)
                 )
                 if earlier is None:
                     results[refused] = None
@@ -304,7 +335,7 @@ class MongoHistory:
         milliseconds runs on the node's event loop, where every frame waits behind it,
         and the bulk API's bookkeeping (an ``_id`` made per document, per-operation
         records, the result built from them) cost 0.5 ms of papo's CPU for a write of
-        ten messages against 0.3 ms for the command. The server adds each ``_id``.
+        ten messages against 0.3 ms for the command. Each document carries its ``_id``.
         """
         inserted = 0
         for chunk in _chunks(docs):
