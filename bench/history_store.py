@@ -11,6 +11,12 @@ Then papo's own history write (``MongoHistory.append``, as the group commit call
 with batches of 1 to 100 drafts over 100 rooms: what one write costs and what each
 message costs the store, i.e. how many messages per second it can take at most.
 
+Last, the store's own CPU per message stored (read from ``/proc`` for the store's
+process) for each index layout: papo's (the draft key as ``_id``, one index beside it)
+and that of a collection written by earlier papo, which keeps its draft-key index
+(docs/operations.md). Every index is work in every insert; this is what the second
+one costs.
+
     .venv/bin/python -m bench.history_store [--writes 11000]
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import tempfile
@@ -30,13 +37,15 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.write_concern import WriteConcern
 
 from papo.hub.history import Draft
-from papo.persistence.history_mongo import MongoHistory
+from papo.persistence.history_mongo import LEGACY_KEY_INDEX, MongoHistory
 from papo.persistence.mongo import connect_mongo
 from papo.server.embedded import EmbeddedServices
 
 SAMPLES = 200
 BATCH_SIZES = (1, 5, 20, 100)
 BATCHES = 60
+CPU_BATCH = 10  # drafts per write, as one node's group commit makes at 1000 messages/s
+CPU_WRITES = 400
 
 
 async def _latencies(messages: AsyncCollection[dict[str, Any]]) -> str:
@@ -97,6 +106,57 @@ async def _batches(url: str) -> list[str]:
     return rows
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU of every thread of ``pid`` so far."""
+    ticks = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def _write_batches(history: MongoHistory, writes: int, *, first: int) -> None:
+    """``writes`` appends of ``CPU_BATCH`` drafts over 100 rooms, numbered from ``first``."""
+    for write in range(first, first + writes):
+        drafts = []
+        for n in range(write * CPU_BATCH, (write + 1) * CPU_BATCH):
+            drafts.append(Draft(f"room-{n % 100}", "u1", "U", "hello " * 8, str(n)))
+        await history.append(drafts)
+
+
+async def _store_cpu(url: str, pid: int) -> list[str]:
+    client = connect_mongo(url)
+    rows = ["| index layout | indexes per message | store CPU ms per message |", "|---|---|---|"]
+    layouts = (
+        ("draft key as _id (papo)", False),
+        (f"with earlier papo's {LEGACY_KEY_INDEX} index", True),
+    )
+    try:
+        for label, legacy in layouts:
+            database = f"bench_cpu_{int(legacy)}"
+            messages = client[database]["messages"]
+            if legacy:
+                await messages.create_index(
+                    [("room", 1), ("sender_id", 1), ("client_id", 1)],
+                    unique=True,
+                    name=LEGACY_KEY_INDEX,
+                )
+            history = MongoHistory(client, database)
+            await history.prepare()
+            indexes = len(await messages.index_information())
+            await _write_batches(history, CPU_WRITES // 10, first=0)  # warm up
+            before = _cpu_seconds(pid)
+            await _write_batches(history, CPU_WRITES, first=CPU_WRITES // 10)
+            used = _cpu_seconds(pid) - before
+            rows.append(f"| {label} | {indexes} | {1000 * used / (CPU_WRITES * CPU_BATCH):.3f} |")
+    finally:
+        await client.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--writes", type=int, default=11_000)
@@ -109,6 +169,7 @@ def main() -> None:
             for retry_writes in (True, False):
                 rows += asyncio.run(_measure(url, retry_writes, options.writes))
             batch_rows = asyncio.run(_batches(url))
+            cpu_rows = asyncio.run(_store_cpu(url, engines.pids[0]))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     print("journaled one-document inserts, one at a time,", SAMPLES, "samples each")
@@ -116,6 +177,9 @@ def main() -> None:
     print()
     print("papo's history write (MongoHistory.append), journaled,", BATCHES, "writes per size")
     print("\n".join(batch_rows))
+    print()
+    print(f"the store's CPU per message, {CPU_WRITES} writes of {CPU_BATCH} drafts per layout")
+    print("\n".join(cpu_rows))
 
 
 if __name__ == "__main__":
