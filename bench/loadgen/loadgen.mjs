@@ -251,7 +251,9 @@ function cpuMeter() {
 // allocated once, so recording a delivery makes no garbage for the generator's own
 // collector, whose pauses would land in the latencies it measures. Deliveries whose
 // flight overlapped one of those pauses are left out of `p99_clear_of_gc_ms`, which
-// shows how much of a row's tail the generator itself put there.
+// shows how much of a row's tail the generator itself put there. Per message (its
+// deliveries share one send time), the time until its first and its last recipient
+// had it: with 1000 recipients, the last is when a fan-out was through.
 function latencyRecorder(capacity, gcSpans) {
   const sentAt = new Float64Array(capacity); const receivedAt = new Float64Array(capacity);
   let count = 0;
@@ -268,12 +270,23 @@ function latencyRecorder(capacity, gcSpans) {
         latencies[i] = receivedAt[i] - sentAt[i];
         if (!gcSpans.some(([from, to]) => from < receivedAt[i] && to > sentAt[i])) clear.push(latencies[i]);
       }
+      const spans = new Map();  // send time -> [first, last] receipt
+      for (let i = 0; i < n; i++) {
+        const span = spans.get(sentAt[i]);
+        if (span === undefined) spans.set(sentAt[i], [receivedAt[i], receivedAt[i]]);
+        else { span[0] = Math.min(span[0], receivedAt[i]); span[1] = Math.max(span[1], receivedAt[i]); }
+      }
+      const firsts = []; const lasts = [];
+      for (const [sent, [first, last]] of spans) { firsts.push(first - sent); lasts.push(last - sent); }
       latencies.sort(); clear.sort((a, b) => a - b);
+      firsts.sort((a, b) => a - b); lasts.sort((a, b) => a - b);
       const at = (sorted, p) => +(percentile(sorted, p) ?? 0).toFixed(2);
       return {
         delivered_pct: +(100 * count / expected).toFixed(2),
         p50_ms: at(latencies, 50), p90_ms: at(latencies, 90), p99_ms: at(latencies, 99),
         p999_ms: at(latencies, 99.9), max_ms: at(latencies, 100), p99_clear_of_gc_ms: at(clear, 99),
+        first_recipient_p50_ms: at(firsts, 50), last_recipient_p50_ms: at(lasts, 50),
+        last_recipient_p90_ms: at(lasts, 90),
       };
     },
   };
