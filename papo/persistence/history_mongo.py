@@ -94,12 +94,14 @@ async def _once_more_if_lost(
     return await (again or attempt)()
 
 
-def _document(message: Stored) -> Document:
+def _document(message: Draft | Stored, seq: int, ts: float) -> Document:
+    """The stored form of a message numbered ``seq`` at ``ts``: by this node's store
+    (a draft) or by the node before it was written (a staged message)."""
     return {
         "_id": _draft_id(message.room, message.sender_id, message.client_id),
         "room": message.room,
-        "seq": message.seq,
-        "ts": message.ts,
+        "seq": seq,
+        "ts": ts,
         "sender_id": message.sender_id,
         "sender_name": message.sender_name,
         "text": message.text,
@@ -235,18 +237,7 @@ class MongoHistory:
             now = time.time()
             docs: list[Document] = []
             for draft in pending:
-                docs.append(
-                    {
-                        "_id": _draft_id(draft.room, draft.sender_id, draft.client_id),
-                        "room": draft.room,
-                        "seq": following[draft.room],
-                        "ts": now,
-                        "sender_id": draft.sender_id,
-                        "sender_name": draft.sender_name,
-                        "text": draft.text,
-                        "client_id": draft.client_id,
-                    }
-                )
+                docs.append(_document(draft, following[draft.room], now))
                 following[draft.room] += 1
             try:
                 await self._insert_ordered(docs)
@@ -299,7 +290,7 @@ class MongoHistory:
         duplicate), or another writer holds the number (None). The insert then goes on
         after the refused one.
         """
-        docs = [_document(message) for message in messages]
+        docs = [_document(message, message.seq, message.ts) for message in messages]
         results: list[Stored | None] = list(messages)
         start = 0
         resent = False
