@@ -13,9 +13,10 @@ Why the draft key is the ``_id`` and not an index of its own: MongoDB keeps a un
 index on ``_id`` whatever it holds, and every index is work in every insert. With a
 server-made ``_id`` and two unique indexes beside it, the history store used 0.23 ms of
 its CPU per message here; with the draft key as ``_id``, 0.16 ms (``python -m
-bench.history_store``; docs/benchmarks.md, "Changes measured"). A collection written by papo before 2026-11-24 has server-made
-``_id``s and a ``room_sender_client`` index; papo keeps using that index for the
-messages it covers (see ``prepare``) and docs/operations.md says when to drop it.
+bench.history_store``; docs/benchmarks.md, "Changes measured"). A collection written
+by papo before 2026-11-24 has server-made ``_id``s and a ``room_sender_client`` index;
+papo keeps using that index for the messages it covers (see ``prepare``) and
+docs/operations.md says when to drop it.
 
 Every write here is idempotent by itself (a message by its draft key, an edit or a
 delete by its values), so a write whose reply is lost to a dropped connection or a
