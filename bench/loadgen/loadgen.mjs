@@ -266,12 +266,10 @@ function latencyRecorder(capacity, gcSpans) {
     summary(expected) {
       const n = Math.min(count, capacity);
       const latencies = new Float64Array(n); const clear = [];
+      const spans = new Map();  // send time -> [first, last] receipt
       for (let i = 0; i < n; i++) {
         latencies[i] = receivedAt[i] - sentAt[i];
         if (!gcSpans.some(([from, to]) => from < receivedAt[i] && to > sentAt[i])) clear.push(latencies[i]);
-      }
-      const spans = new Map();  // send time -> [first, last] receipt
-      for (let i = 0; i < n; i++) {
         const span = spans.get(sentAt[i]);
         if (span === undefined) spans.set(sentAt[i], [receivedAt[i], receivedAt[i]]);
         else { span[0] = Math.min(span[0], receivedAt[i]); span[1] = Math.max(span[1], receivedAt[i]); }
