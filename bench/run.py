@@ -66,6 +66,34 @@ QUICK: dict[str, dict[str, Any]] = {
     "s5": {"clients": 50, "rate": 20},
 }
 
+
+def resized(base: dict[str, dict[str, Any]], changes: list[str]) -> dict[str, dict[str, Any]]:
+    """``base`` with ``scenario.key=number`` changes applied (``--size s4.seconds=40``).
+
+    Only keys a scenario already has can change, so a typo fails loudly instead of
+    running the default size under a name that looks changed.
+    """
+    sizes = {scenario: dict(values) for scenario, values in base.items()}
+    for change in changes:
+        name, _, value = change.partition("=")
+        scenario, _, key = name.partition(".")
+        if scenario not in sizes or key not in sizes[scenario]:
+            known = ", ".join(f"{s}.{k}" for s in sizes for k in sizes[s])
+            raise ValueError(f"{change!r}: no size {name!r}; sizes: {known}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{change!r}: {value!r} is not a number") from None
+        if number <= 0:
+            raise ValueError(f"{change!r}: sizes are positive")
+        sizes[scenario][key] = int(number) if number.is_integer() else number
+    return sizes
+
+
+def _selects(wanted: str, row: Row) -> bool:
+    return wanted == row.key or row.name.startswith(wanted)
+
+
 # Scenarios repeated for noise report the run with the median of this figure.
 MEDIAN_OF = {"s1": "deliveries_per_s", "s2": "p99_ms", "s4": "p99_ms"}
 
@@ -87,19 +115,20 @@ class Row:
     protocol: str  # papo, bench or sio
     path: str = ""
     repeat: bool = True  # run repeated scenarios more than once
+    key: str = ""  # a short name for --rows (the names hold commas, which --rows splits on)
     results: dict[str, Any] = field(default_factory=dict)
 
 
 ROWS = [
-    Row("ceiling (websockets broadcast)", "bench"),
-    Row("papo (memory broker, auth, durable history)", "papo", "/ws"),
-    Row("papo (Redis broker, auth, durable history)", "papo", "/ws"),
-    Row("papo (memory broker, auth, in-memory history)", "papo", "/ws"),
+    Row("ceiling (websockets broadcast)", "bench", key="ceiling"),
+    Row("papo (memory broker, auth, durable history)", "papo", "/ws", key="papo-durable"),
+    Row("papo (Redis broker, auth, durable history)", "papo", "/ws", key="papo-redis"),
+    Row("papo (memory broker, auth, in-memory history)", "papo", "/ws", key="papo-in-memory"),
     # Tens to thousands of times the ceiling's latency: one run of each scenario tells
     # as much, and keeps the whole run under 25 minutes.
-    Row("python-socketio (uvicorn)", "sio", repeat=False),
-    Row("Django Channels (uvicorn)", "bench", repeat=False),
-    Row("Node socket.io", "sio"),
+    Row("python-socketio (uvicorn)", "sio", repeat=False, key="socketio"),
+    Row("Django Channels (uvicorn)", "bench", repeat=False, key="channels"),
+    Row("Node socket.io", "sio", key="node"),
 ]
 
 
@@ -494,7 +523,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test in seconds")
     parser.add_argument("--scenarios", default="s1,s2,s3,s4,s5")
-    parser.add_argument("--rows", default="", help="comma-separated row name prefixes")
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated rows, each a row's key (ceiling, papo-durable, papo-redis, "
+        "papo-in-memory, socketio, channels, node) or the start of its name",
+    )
+    parser.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="SCENARIO.KEY=N",
+        help="change one size, e.g. --size s4.seconds=40 --size s4.repeats=1 (repeatable)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument(
         "--services-core",
@@ -526,6 +567,10 @@ def main() -> int:
         "their disks stand in for disks of their own) or this machine's disk",
     )
     options = parser.parse_args()
+    try:
+        sizes = resized(QUICK if options.quick else FULL, options.size)
+    except ValueError as exc:
+        parser.error(f"--size {exc}")
     # A run stopped with SIGTERM (`timeout`, `kill`) unwinds like Ctrl-C: its servers and
     # services are stopped and autogroup scheduling is turned back on.
     signal.signal(signal.SIGTERM, _stopped)
@@ -535,11 +580,12 @@ def main() -> int:
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN, check=True)
     scenarios = options.scenarios.split(",")
     wanted = [prefix for prefix in options.rows.split(",") if prefix]
-    unmatched = [p for p in wanted if not any(r.name.startswith(p) for r in ROWS)]
+    unmatched = [p for p in wanted if not any(_selects(p, r) for r in ROWS)]
     if unmatched:
         # Row names contain commas; a prefix cut at one of them must not select silently.
-        parser.error(f"--rows: no row starts with {unmatched}; rows: {[r.name for r in ROWS]}")
-    rows = [r for r in ROWS if not wanted or any(r.name.startswith(p) for p in wanted)]
+        known = ", ".join(f"{r.key} ({r.name})" for r in ROWS)
+        parser.error(f"--rows: no row is or starts with {unmatched}; rows: {known}")
+    rows = [r for r in ROWS if not wanted or any(_selects(p, r) for p in wanted)]
     files = files_dir(options.files)
     where_files = f"in memory ({files})" if files else "on disk"
     if options.files == "memory" and not files:
@@ -548,7 +594,7 @@ def main() -> int:
     data_dir.chmod(0o755)
     services = Placement(options.services_core, options.services_idle)
     store = Placement(options.store_core, options.store_priority == "idle")
-    bench = Bench(QUICK if options.quick else FULL, data_dir, services, store)
+    bench = Bench(sizes, data_dir, services, store)
     started = time.monotonic()
     with per_task_scheduling() as scheduling:
         engines = bench.start_services()
@@ -562,6 +608,7 @@ def main() -> int:
         f"machine: {platform.platform()}, {os.cpu_count()} cores; server on core {SERVER_CORE}, "
         f"load generator on core {LOADGEN_CORE}; PostgreSQL and Redis on {services}; "
         f"history store on {store}; services' files {where_files}; {scheduling}; "
+        f"{'sizes changed: ' + ' '.join(options.size) + '; ' if options.size else ''}"
         f"{time.monotonic() - started:.0f} s"
     )
     print(table)
