@@ -234,6 +234,9 @@ async def test_rooms_membership_reports_changes_once(rooms: RoomStore) -> None:
     assert await rooms.add_member(room.id, bia) is False
     assert {u.id for u in await rooms.members(room.id)} == {"ana", "bia"}
     assert await rooms.member_counts([room.id]) == {room.id: 2}
+    asked = [(room.id, "ana"), (room.id, "bia"), (room.id, "cid"), ("r_missing", "ana")]
+    assert await rooms.members_among(asked) == {(room.id, "ana"), (room.id, "bia")}
+    assert await rooms.members_among([]) == set()
     assert await rooms.remove_member(room.id, "bia") is True
     assert await rooms.remove_member(room.id, "bia") is False
     assert await rooms.get("r_missing") is None
@@ -300,6 +303,32 @@ async def test_cached_rooms_renew_a_talking_member_behind_their_frames(
             break
         await asyncio.sleep(0.01)
     assert time.monotonic() - answered < 1.0, "the leave counts before the entry runs out"
+
+
+async def test_talking_members_renewed_together_take_one_query(
+    shared_rooms: PostgresRoomStore,
+) -> None:
+    """Every member whose renewal falls due at about the same time is asked about in
+    one query; the answer renews those still members and drops the one who left."""
+    registry = CollectorRegistry()
+    cache = CachedRoomStore(shared_rooms, member_seconds=1.0, metrics=HubMetrics(registry))
+    people = [UserRef(id=f"u{i}", name=f"U{i}") for i in range(6)]
+    rooms = [await cache.create(_room(), people[:3]), await cache.create(_room(), people[3:])]
+    pairs = [(rooms[0].id, p.id) for p in people[:3]] + [(rooms[1].id, p.id) for p in people[3:]]
+    for room_id, user_id in pairs:
+        assert await cache.is_member(room_id, user_id)  # asked once, believed for 1 s
+    answered = time.monotonic()
+    assert await shared_rooms.remove_member(*pairs[-1]) is True  # a leave elsewhere
+    await asyncio.sleep(0.55)  # into the second half: each one's next frame renews it
+    for room_id, user_id in pairs:
+        assert _answered_from_memory(cache.is_member(room_id, user_id))
+    await asyncio.sleep(0.2)  # the renewals gather for 0.05 s, then one query answers
+    assert registry.get_sample_value("papo_membership_renewal_queries_total") == 1
+    assert registry.get_sample_value("papo_membership_renewals_total") == 6
+    await asyncio.sleep(max(0.0, answered + 1.1 - time.monotonic()))  # past the first answers
+    for room_id, user_id in pairs[:-1]:
+        assert _answered_from_memory(cache.is_member(room_id, user_id)), "renewed"
+    assert not await cache.is_member(*pairs[-1]), "the one who left is asked about again"
 
 
 async def test_a_leave_during_a_renewal_wins_over_the_renewals_answer(

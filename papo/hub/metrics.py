@@ -130,6 +130,16 @@ class HubMetrics:
             "Messages that reached this node again (republished retries) and were dropped.",
             registry=registry,
         )
+        self.membership_renewals = Counter(
+            "papo_membership_renewals_total",
+            "Memberships of talking members checked again behind their frames.",
+            registry=registry,
+        )
+        self.membership_queries = Counter(
+            "papo_membership_renewal_queries_total",
+            "Queries those checks took: the checks falling due together share one.",
+            registry=registry,
+        )
         self.presence_expired = Counter(
             "papo_presence_expired_total",
             "Presence entries of vanished connections (crashed nodes) removed by expiry.",

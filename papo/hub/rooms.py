@@ -39,6 +39,11 @@ class RoomStore(Protocol):
 
     async def is_member(self, room_id: str, user_id: str) -> bool: ...
 
+    async def members_among(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (room id, user id) pairs are memberships: one question for
+        many, so re-checking every talking member costs one query, not one each."""
+        ...
+
     async def members(self, room_id: str) -> list[UserRef]: ...
 
     async def rooms_of(self, user_id: str, limit: int, after: str | None) -> list[Room]:

@@ -13,7 +13,10 @@ A member who keeps talking is asked about again behind their frames: one used in
 second half of its time starts a check that, if they are still a member, renews it.
 Their frames never wait for PostgreSQL, where one in five of a chat client's sends
 (one a second, remembered for 5 s) used to; and nothing is believed for longer than
-``member_seconds`` past a store's answer, as before.
+``member_seconds`` past a store's answer, as before. The checks that fall due within
+``RENEW_GATHER`` of each other are asked in one query: a node whose 10,000 members
+keep talking would otherwise send PostgreSQL 4,000 membership queries a second, one
+per member every 2.5 s; gathered, it sends about ten.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from itertools import islice
 
+from papo.hub.metrics import HubMetrics
 from papo.hub.rooms import Room, RoomStore
 from papo.protocol.frames import UserRef
 
@@ -30,15 +35,26 @@ log = logging.getLogger("papo.hub")
 
 MAX_ENTRIES = 100_000
 RENEW_AFTER = 0.5  # share of ``member_seconds`` after which a use starts a renewal
+RENEW_GATHER = 0.05  # share of ``member_seconds`` renewals wait for others to join them
+RENEW_BATCH = 1000  # memberships asked about in one query
 
 
 class CachedRoomStore:
-    def __init__(self, store: RoomStore, *, member_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: RoomStore,
+        *,
+        member_seconds: float = 5.0,
+        metrics: HubMetrics | None = None,
+    ) -> None:
         self._store = store
         self._member_seconds = member_seconds
+        self._metrics = metrics
         self._rooms: dict[str, Room] = {}
         self._members: dict[tuple[str, str], float] = {}  # -> remembered until
-        self._renewing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._due: dict[tuple[str, str], None] = {}  # renewals not asked yet, in order
+        self._renewing: set[tuple[str, str]] = set()  # due or being asked
+        self._renewals: asyncio.Task[None] | None = None
 
     async def create(self, room: Room, members: Sequence[UserRef]) -> Room:
         created = await self._store.create(room, members)
@@ -100,26 +116,50 @@ class CachedRoomStore:
     async def member_counts(self, room_ids: Sequence[str]) -> dict[str, int]:
         return await self._store.member_counts(room_ids)
 
+    async def members_among(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        return await self._store.members_among(pairs)
+
     def _renew(self, key: tuple[str, str]) -> None:
         if key in self._renewing:
             return
-        task = asyncio.get_running_loop().create_task(self._ask_again(key))
-        self._renewing[key] = task
-        task.add_done_callback(lambda _: self._renewing.pop(key, None))
+        self._renewing.add(key)
+        self._due[key] = None
+        if self._renewals is None:
+            self._renewals = asyncio.get_running_loop().create_task(self._renew_due())
 
-    async def _ask_again(self, key: tuple[str, str]) -> None:
+    async def _renew_due(self) -> None:
+        try:
+            while self._due:
+                await asyncio.sleep(self._member_seconds * RENEW_GATHER)
+                while self._due:
+                    batch = list(islice(self._due, RENEW_BATCH))
+                    for key in batch:
+                        del self._due[key]
+                    await self._ask_again(batch)
+        finally:
+            self._renewals = None
+
+    async def _ask_again(self, keys: list[tuple[str, str]]) -> None:
         asked = time.monotonic()
         try:
-            member = await self._store.is_member(*key)
-        except Exception as exc:  # the entry runs out as it would have; then frames ask
-            log.warning("membership check failed", extra={"room": key[0], "error": repr(exc)})
+            members = await self._store.members_among(keys)
+        except Exception as exc:  # the entries run out as they would have; then frames ask
+            log.warning(
+                "membership check failed", extra={"memberships": len(keys), "error": repr(exc)}
+            )
             return
-        if key not in self._members:
-            return  # a leave came meanwhile, and it wins
-        if member:
-            self._members[key] = asked + self._member_seconds
-        else:
-            del self._members[key]
+        finally:
+            self._renewing.difference_update(keys)
+        if self._metrics is not None:
+            self._metrics.membership_renewals.inc(len(keys))
+            self._metrics.membership_queries.inc()
+        for key in keys:
+            if key not in self._members:
+                continue  # a leave came meanwhile, and it wins
+            if key in members:
+                self._members[key] = asked + self._member_seconds
+            else:
+                del self._members[key]
 
     def _remember_room(self, room: Room) -> None:
         if len(self._rooms) >= MAX_ENTRIES:

@@ -36,6 +36,9 @@ class MemoryRoomStore:
     async def is_member(self, room_id: str, user_id: str) -> bool:
         return user_id in self._members.get(room_id, {})
 
+    async def members_among(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        return {(room, user) for room, user in pairs if user in self._members.get(room, {})}
+
     async def members(self, room_id: str) -> list[UserRef]:
         return list(self._members.get(room_id, {}).values())
 

@@ -83,6 +83,18 @@ class PostgresRoomStore:
             )
         )
 
+    async def members_among(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not pairs:
+            return set()
+        rows = await self._pool.fetch(
+            "SELECT m.room_id, m.user_id FROM room_members m "
+            "JOIN unnest($1::text[], $2::text[]) AS asked (room_id, user_id) "
+            "USING (room_id, user_id)",
+            [room for room, _ in pairs],
+            [user for _, user in pairs],
+        )
+        return {(row["room_id"], row["user_id"]) for row in rows}
+
     async def members(self, room_id: str) -> list[UserRef]:
         rows = await self._pool.fetch(
             "SELECT user_id, display_name FROM room_members WHERE room_id = $1 ORDER BY joined_at",

@@ -104,7 +104,7 @@ def build_realtime(
         else MemoryHistory()
     )
     rooms: RoomStore = (
-        CachedRoomStore(PostgresRoomStore(resources.pool))
+        CachedRoomStore(PostgresRoomStore(resources.pool), metrics=metrics)
         if resources.pool is not None
         else MemoryRoomStore()
     )
