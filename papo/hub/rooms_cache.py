@@ -16,7 +16,7 @@ Their frames never wait for PostgreSQL, where one in five of a chat client's sen
 ``member_seconds`` past a store's answer, as before. The checks that fall due within
 ``RENEW_GATHER`` of each other are asked in one query: a node whose 10,000 members
 keep talking would otherwise send PostgreSQL 4,000 membership queries a second, one
-per member every 2.5 s; gathered, it sends about ten.
+per member every 2.5 s; gathered, about four (one per quarter of a second by default).
 """
 
 from __future__ import annotations
