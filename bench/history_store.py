@@ -5,7 +5,7 @@ the store's write latency is in every message's latency. This measures the store
 (the MongoDB-wire server ``papo dev`` embeds): journaled one-document inserts, as
 papo's writer makes when rooms are quiet, on a fresh server and again after many
 writes, with and without PyMongo's retryable writes. It is why papo's MongoDB client
-does not ask for retryable writes (docs/benchmarks.md, "Changes measured").
+does not ask for retryable writes (docs/benchmarks-log.md, "Changes measured").
 
 Then papo's own history write (``MongoHistory.append``, as the group commit calls it)
 with batches of 1 to 100 drafts over 100 rooms: what one write costs and what each

@@ -4,7 +4,7 @@ On one node (an ``ordered`` broker) nothing else numbers the node's rooms, so th
 numbers each message itself, fans it out at once and stores it right after, in a group
 commit of everything numbered meanwhile; the sender's ack still waits for durability.
 Waiting for the store before fan-out put one journaled write into every recipient's
-latency (2.6-3.5 ms after a pause on the store measured in docs/benchmarks.md, tens of
+latency (2.6-3.5 ms after a pause on the store measured in docs/benchmarks-log.md, tens of
 milliseconds once it is busy); here the store's time is only in the sender's ack.
 
 What the room sees and what it can rely on:

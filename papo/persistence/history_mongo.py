@@ -13,7 +13,7 @@ Why the draft key is the ``_id`` and not an index of its own: MongoDB keeps a un
 index on ``_id`` whatever it holds, and every index is work in every insert. With a
 server-made ``_id`` and two unique indexes beside it, the history store used 0.23 ms of
 its CPU per message here; with the draft key as ``_id``, 0.16 ms (``python -m
-bench.history_store``; docs/benchmarks.md, "Changes measured"). A collection written
+bench.history_store``; docs/benchmarks-log.md, "Changes measured"). A collection written
 by papo before 2026-11-24 has server-made ``_id``s and a ``room_sender_client`` index;
 papo keeps using that index for the messages it covers (see ``prepare``) and
 docs/operations.md says when to drop it.
@@ -27,7 +27,7 @@ would record every write server-side to do the same.
 Inserts go out as the ``insert`` command itself rather than through ``insert_many``
 (see ``_insert_ordered``): the history write is on the node's own event loop, between
 frames, and the command takes 40 % less of papo's CPU per write than ``insert_many``'s
-bulk machinery, and less of the store's (docs/benchmarks.md, "Changes measured").
+bulk machinery, and less of the store's (docs/benchmarks-log.md, "Changes measured").
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def _release_http_protocol(http: asyncio.BaseProtocol) -> None:
     breaks that in ``connection_lost``, which after an upgrade goes to papo instead.
     Left alone, every connection leaves about 30 objects for the cycle collector; 1000
     clients connecting fill a full collection that stopped the loop for 40-60 ms in the
-    middle of S4 (docs/benchmarks.md). Dropped here, after the hand-over (the parser has
+    middle of S4 (docs/benchmarks-log.md). Dropped here, after the hand-over (the parser has
     nothing left to do: it raised the upgrade), they are freed by reference counting.
     """
     if http is not None and getattr(http, "parser", None) is not None:
