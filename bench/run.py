@@ -90,10 +90,6 @@ def resized(base: dict[str, dict[str, Any]], changes: list[str]) -> dict[str, di
     return sizes
 
 
-def _selects(wanted: str, row: Row) -> bool:
-    return wanted == row.key or row.name.startswith(wanted)
-
-
 # Scenarios repeated for noise report the run with the median of this figure.
 MEDIAN_OF = {"s1": "deliveries_per_s", "s2": "p99_ms", "s4": "p99_ms"}
 
@@ -130,6 +126,11 @@ ROWS = [
     Row("Django Channels (uvicorn)", "bench", repeat=False, key="channels"),
     Row("Node socket.io", "sio", key="node"),
 ]
+
+
+def _selects(wanted: str, row: Row) -> bool:
+    """``--rows`` takes a row's key or the start of its name."""
+    return wanted == row.key or row.name.startswith(wanted)
 
 
 @contextlib.contextmanager

@@ -141,6 +141,9 @@ class CachedRoomStore:
 
     async def _ask_again(self, keys: list[tuple[str, str]]) -> None:
         asked = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.membership_renewals.inc(len(keys))
+            self._metrics.membership_queries.inc()
         try:
             members = await self._store.members_among(keys)
         except Exception as exc:  # the entries run out as they would have; then frames ask
@@ -150,9 +153,6 @@ class CachedRoomStore:
             return
         finally:
             self._renewing.difference_update(keys)
-        if self._metrics is not None:
-            self._metrics.membership_renewals.inc(len(keys))
-            self._metrics.membership_queries.inc()
         for key in keys:
             if key not in self._members:
                 continue  # a leave came meanwhile, and it wins
