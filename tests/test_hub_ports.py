@@ -331,6 +331,36 @@ async def test_talking_members_renewed_together_take_one_query(
     assert not await cache.is_member(*pairs[-1]), "the one who left is asked about again"
 
 
+async def test_renewals_that_fall_due_during_a_slow_query_are_gathered_too(
+    shared_rooms: PostgresRoomStore, base_settings: Settings
+) -> None:
+    """While PostgreSQL is slow, renewals keep falling due during each query: they wait
+    to be gathered like the first ones, not asked back to back as each query ends."""
+    registry = CollectorRegistry()
+    cache = CachedRoomStore(shared_rooms, member_seconds=1.0, metrics=HubMetrics(registry))
+    people = [UserRef(id=f"u{i}", name=f"U{i}") for i in range(3)]
+    room = await cache.create(_room(), people)
+    locker = await asyncpg.connect(base_settings.urls.database)  # before the clock starts
+    for person in people:
+        assert await cache.is_member(room.id, person.id)  # believed for 1 s
+    await asyncio.sleep(0.55)  # into the second half: each next frame starts a renewal
+    try:
+        locked = locker.transaction()
+        await locked.start()
+        await locker.execute("LOCK TABLE room_members IN ACCESS EXCLUSIVE MODE")
+        assert _answered_from_memory(cache.is_member(room.id, "u0"))
+        await asyncio.sleep(0.1)  # gathered for 0.05 s, then its query waits for the lock
+        assert _answered_from_memory(cache.is_member(room.id, "u1"))  # due meanwhile
+        await locked.rollback()
+        await asyncio.sleep(0.01)  # long enough for the first query to answer
+        assert _answered_from_memory(cache.is_member(room.id, "u2"))  # due just after
+        await asyncio.sleep(0.15)
+    finally:
+        await locker.close()
+    assert registry.get_sample_value("papo_membership_renewals_total") == 3
+    assert registry.get_sample_value("papo_membership_renewal_queries_total") == 2
+
+
 async def test_a_leave_during_a_renewal_wins_over_the_renewals_answer(
     shared_rooms: PostgresRoomStore, base_settings: Settings
 ) -> None:

@@ -136,6 +136,11 @@ class CachedRoomStore:
                     for key in batch:
                         del self._due[key]
                     await self._ask_again(batch)
+                    if len(batch) < RENEW_BATCH:
+                        # What is due now fell due during that query: gather it too.
+                        # Asked at once, a slow PostgreSQL would get a query as each
+                        # one ended, one per few members, just when it is slow.
+                        break
         finally:
             self._renewals = None
 
