@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import tempfile
@@ -36,6 +35,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.write_concern import WriteConcern
 
+from bench.run import cpu_seconds
 from papo.hub.history import Draft
 from papo.persistence.history_mongo import LEGACY_KEY_INDEX, MongoHistory
 from papo.persistence.mongo import connect_mongo
@@ -106,18 +106,6 @@ async def _batches(url: str) -> list[str]:
     return rows
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU of every thread of ``pid`` so far."""
-    ticks = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # a thread that ended meanwhile
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 async def _write_batches(history: MongoHistory, writes: int, *, first: int) -> None:
     """``writes`` appends of ``CPU_BATCH`` drafts over 100 rooms, numbered from ``first``."""
     for write in range(first, first + writes):
@@ -148,9 +136,9 @@ async def _store_cpu(url: str, pid: int) -> list[str]:
             await history.prepare()
             indexes = len(await messages.index_information())
             await _write_batches(history, CPU_WRITES // 10, first=0)  # warm up
-            before = _cpu_seconds(pid)
+            before = cpu_seconds(pid)
             await _write_batches(history, CPU_WRITES, first=CPU_WRITES // 10)
-            used = _cpu_seconds(pid) - before
+            used = cpu_seconds(pid) - before
             rows.append(f"| {label} | {indexes} | {1000 * used / (CPU_WRITES * CPU_BATCH):.3f} |")
     finally:
         await client.close()

@@ -164,7 +164,8 @@ def per_task_scheduling() -> Iterator[str]:
         AUTOGROUP.write_text(before)
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of process ``pid`` so far, its ended threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -355,8 +356,8 @@ class Bench:
             if row.protocol == "papo":
                 args["token"] = self.token(port)
             baseline_rss = _rss_kib(process.pid)
-            cpu_before, wall_before = _cpu_seconds(process.pid), time.monotonic()
-            store_before = _cpu_seconds(store_pid) if store_pid else 0.0
+            cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
+            store_before = cpu_seconds(store_pid) if store_pid else 0.0
             loadgen = subprocess.Popen(
                 [
                     "taskset",
@@ -387,9 +388,9 @@ class Bench:
                     f"loadgen failed for {row.name} {scenario}: {loadgen.stderr.read()[-2000:]}"
                 )
             wall = time.monotonic() - wall_before
-            result["server_cpu_pct"] = round(100 * (_cpu_seconds(process.pid) - cpu_before) / wall)
+            result["server_cpu_pct"] = round(100 * (cpu_seconds(process.pid) - cpu_before) / wall)
             if store_pid:
-                store_cpu = _cpu_seconds(store_pid) - store_before
+                store_cpu = cpu_seconds(store_pid) - store_before
                 result["store_cpu_pct"] = round(100 * store_cpu / wall)
             if row.protocol == "papo":
                 result.update(_history_writes(port))
