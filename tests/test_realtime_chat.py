@@ -201,6 +201,42 @@ async def test_leave_ends_membership_and_presence(
     assert gone.value.code == "not_a_member"
 
 
+async def test_frames_sent_together_are_handled_in_the_order_sent(
+    http: httpx.AsyncClient, connect: Connect
+) -> None:
+    """A member's sends are handled as they are read, unless a frame before them is
+    still being handled: a send right behind a leave is refused, one right behind a
+    join goes through, and a sender's messages keep their order."""
+    alice, bob = (
+        await register_and_login(http, prefix="alice"),
+        await register_and_login(http, prefix="bob"),
+    )
+    room, (a, b) = await _room_with(connect, alice, bob)
+    await b.send_message(room, "before")  # Bob's membership is remembered from here
+    outcomes: tuple[Any, ...] = await asyncio.gather(
+        b.request("room.leave", room=room),
+        b.request("message.send", room=room, text="after leaving", client_id="gone"),
+        return_exceptions=True,
+    )
+    left, refused = outcomes
+    assert left == {"room": room, "left": True}
+    assert isinstance(refused, PapoClientError)
+    assert refused.code == "not_a_member"
+    joined, sent = await asyncio.gather(
+        b.request("room.join", room=room),
+        b.request("message.send", room=room, text="back", client_id="back"),
+    )
+    assert joined["room"]["id"] == room
+    assert sent["seq"] == 2
+    acks = await asyncio.gather(*(b.send_message(room, f"m{n}") for n in range(20)))
+    assert [ack["seq"] for ack in acks] == list(range(3, 23))
+    texts: list[str] = []
+    while len(texts) < 22:
+        event = await _events_until(a, "message", room=room)
+        texts.append(event["text"])
+    assert texts == ["before", "back"] + [f"m{n}" for n in range(20)]
+
+
 async def test_leaving_on_one_device_stops_the_room_on_every_device(
     http: httpx.AsyncClient, connect: Connect
 ) -> None:

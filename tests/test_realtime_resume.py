@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from papo.client import PapoClient, PapoClientError
+from papo.hub.session import MAX_IN_FLIGHT
 from papo.server.config import Settings
 from papo.server.runner import RunningServer
 from tests.conftest import Session, metric, on_one_node, register_and_login, serving, ws_url
@@ -235,6 +236,33 @@ async def test_messages_shown_before_their_write_lands_reach_joiners_and_resumes
     finally:
         proxy.unstall()
         await late.close()
+
+
+async def test_a_sender_far_ahead_of_the_store_is_read_no_further_until_acks_come(
+    one_node: OneNode,
+) -> None:
+    """Sends are acknowledged once stored. A client with ``MAX_IN_FLIGHT`` sends
+    unacknowledged is read no further: its next send is handled and then nothing more
+    until the store answers; then every send is shown and acknowledged, in order."""
+    proxy, talker, reader = one_node.proxy, one_node.talker, one_node.reader
+    room = (await talker.request("room.create", name="far ahead"))["id"]
+    await talker.request("room.join", room=room)
+    await reader.request("room.join", room=room)
+    await talker.send_message(room, "stored")
+
+    proxy.stall(INSERT)
+    total = MAX_IN_FLIGHT + 6
+    sends = [asyncio.create_task(talker.send_message(room, f"m{n}")) for n in range(total)]
+    shown = await _collect_messages(reader, room, until_seq=MAX_IN_FLIGHT + 2)
+    await asyncio.sleep(0.5)
+    assert not [e for e in reader.pending_events() if e["type"] == "message"], "read no further"
+    assert not any(send.done() for send in sends), "no ack before the write lands"
+
+    proxy.unstall()
+    acks = await asyncio.gather(*sends)
+    assert [ack["seq"] for ack in acks] == list(range(2, total + 2))
+    rest = await _collect_messages(reader, room, until_seq=total + 1)
+    assert [e["text"] for e in shown + rest] == ["stored"] + [f"m{n}" for n in range(total)]
 
 
 async def test_on_one_node_a_rooms_first_message_waits_for_no_store_read(

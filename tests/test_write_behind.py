@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +45,7 @@ class Node:
     writes: WriteBehind | None = None
 
     def start(self) -> WriteBehind:
-        async def publish(messages: Sequence[Stored]) -> None:
-            self.published.extend(messages)
-
-        self.writes = WriteBehind(self.history, publish, self.metrics)
+        self.writes = WriteBehind(self.history, self.published.extend, self.metrics)
         return self.writes
 
     async def store_back(self) -> None:

@@ -23,10 +23,11 @@ from papo.hub.fanout import encode_event, message_event, replay_allows, room_cha
 from papo.hub.history import Draft, Stored
 from papo.hub.hub import Hub, dm_room_id
 from papo.hub.rooms import Room
+from papo.hub.rooms_cache import CachedRoomStore
 from papo.hub.write_behind import NotStoredYet
 from papo.protocol import frames as f
 from papo.protocol.errors import ErrorCode, PapoError, validation_error
-from papo.protocol.registry import Registry
+from papo.protocol.registry import LATER, Later, Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +247,31 @@ class Chat:
 
     # --- messages -------------------------------------------------------------------------
 
+    def send_now(self, connection: Connection, frame: f.MessageSend) -> Deferred | Later:
+        """``send`` without a task, when the room and the membership are remembered:
+        the common case, a member talking, handled as the frame is read."""
+        rooms = self.hub.rooms
+        if not isinstance(rooms, CachedRoomStore) or rooms.known_room(frame.room) is None:
+            return LATER
+        self._check_length(frame)
+        if not rooms.known_member(frame.room, connection.user_id):
+            return LATER
+        return self._submit(connection, frame)
+
     async def send(self, connection: Connection, frame: f.MessageSend) -> Deferred:
+        self._check_length(frame)
+        await self._room(connection, frame.room, member=True)
+        return self._submit(connection, frame)
+
+    def _check_length(self, frame: f.MessageSend) -> None:
         if len(frame.text) > self.hub.limits.max_message_length:
             raise PapoError(
                 ErrorCode.MESSAGE_TOO_LONG,
                 f"messages may be at most {self.hub.limits.max_message_length} characters",
                 field="text",
             )
-        await self._room(connection, frame.room, member=True)
+
+    def _submit(self, connection: Connection, frame: f.MessageSend) -> Deferred:
         if not self.hub.broker.ready:
             raise PapoError(
                 ErrorCode.UNAVAILABLE,
@@ -422,4 +440,5 @@ class Chat:
             (f.UserPresenceQuery, self.user_presence, "Whether a user is online."),
         ]
         for schema, handler, summary in entries:
-            registry.register(schema, handler, summary=summary)
+            now = self.send_now if schema is f.MessageSend else None
+            registry.register(schema, handler, summary=summary, now=now)

@@ -97,6 +97,10 @@ def pack(event: Event) -> bytes:
     return b"\n" + body
 
 
+def _room_of(channel: str) -> str:
+    return channel[5:] if channel.startswith("room:") else ""
+
+
 def replay_allows(connection: Connection, room: str, seq: int) -> bool:
     """False for a live message (``seq`` > 0) a replay already sent to this connection.
 
@@ -122,6 +126,8 @@ class Fanout:
         # A broker other nodes share (not ordered) echoes our publishes back: deliver
         # here first and recognise the echo by this node's tag.
         self._local_first = not broker.ordered
+        # One node (an ordered broker): its own listeners are every listener there is.
+        self._here_only = broker.ordered
         # Told when a person left a room, with their channel: the hub unsubscribes them.
         self.on_left: Callable[[str, str, list[Connection]], None] = lambda *_: None
         self._origin = os.urandom(ORIGIN_BYTES // 2).hex().encode()
@@ -176,6 +182,9 @@ class Fanout:
         socket); a single event is written to each socket at once. With a shared broker
         they get them before the round trip, and all channels go to the broker in one.
         """
+        if self._here_only:
+            self.hand_out(batches)
+            return
         packed = [(channel, [pack(event) for event in events]) for channel, events in batches]
         if self._local_first:
             for channel, payloads in packed:
@@ -192,11 +201,31 @@ class Fanout:
             )
             return
         for channel, payloads in packed:
-            with self._batch(payloads):  # an in-process broker delivers before returning
+            with self._batch(payloads):
                 await self.broker.publish_many([(channel, payload) for payload in payloads])
 
-    def _batch(self, payloads: list[bytes]) -> AbstractContextManager[None]:
-        return self.writes.batch() if len(payloads) > 1 else contextlib.nullcontext()
+    def hand_out(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
+        """Give each channel's events to this node's listeners now, without the broker.
+
+        Only for an ``ordered`` broker: one node, whose listeners are everyone there is,
+        so the round trip through the broker (encoding the header, parsing it back) is
+        skipped and a sender's fan-out runs before its frame handler returns.
+        """
+        for channel, events in batches:
+            if not self._listeners.get(channel):
+                continue
+            with self._batch(events):
+                for event in events:
+                    text = encoder.encode(event).decode()
+                    if isinstance(event, MessageEvent):
+                        self.sequencer.offer(channel, event.room, event.seq, text)
+                        continue
+                    if isinstance(event, RoomLeft):
+                        self._left(channel, event.room)
+                    self._emit(channel, _room_of(channel), 0, text)
+
+    def _batch(self, items: Sequence[object]) -> AbstractContextManager[None]:
+        return self.writes.batch() if len(items) > 1 else contextlib.nullcontext()
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """The broker's callback; with a shared broker, skips this node's own echoes.
@@ -219,8 +248,7 @@ class Fanout:
             seq, _, room = head.partition(b" ")
             self.sequencer.offer(channel, room.decode(), int(seq), body.decode())
             return
-        room_id = channel[5:] if channel.startswith("room:") else ""
-        self._emit(channel, room_id, 0, body.decode())
+        self._emit(channel, _room_of(channel), 0, body.decode())
 
     def _emit(self, channel: str, room: str, seq: int, text: str) -> None:
         """Queue ``text`` to every local listener of ``channel``."""

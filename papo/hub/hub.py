@@ -40,6 +40,15 @@ def _channels(room: str) -> list[str]:
     return [user_channel(user_id) for user_id in dict.fromkeys(members)]
 
 
+def _message_batches(messages: Sequence[Stored]) -> list[tuple[str, list[Event]]]:
+    """Each room's events together: a writer's batch spans rooms, and goes to the broker
+    in one call."""
+    by_room: dict[str, list[Event]] = {}
+    for message in messages:
+        by_room.setdefault(message.room, []).append(message_event(message))
+    return [(channel, events) for room, events in by_room.items() for channel in _channels(room)]
+
+
 @dataclass(frozen=True)
 class HubLimits:
     max_outbox: int = 1024
@@ -87,7 +96,7 @@ class Hub:
         self.writers: Writer
         readable = history
         if broker.ordered:  # one node: it numbers, fans out, then stores
-            write_behind = WriteBehind(history, self._publish_messages, metrics)
+            write_behind = WriteBehind(history, self._hand_out_messages, metrics)
             self.writers, readable = write_behind, write_behind.view
         else:  # several nodes: the store numbers, then each node fans out
             self.writers = MessageWriter(history, self._publish_messages, metrics)
@@ -154,13 +163,10 @@ class Hub:
         # Duplicates (retried sends) are published again: if the first attempt stored the
         # message but could not publish it, this is where the room gets it; nodes drop
         # copies they already handed out.
-        # A writer's batch spans rooms: each room's events together, one broker call.
-        by_room: dict[str, list[Event]] = {}
-        for message in messages:
-            by_room.setdefault(message.room, []).append(message_event(message))
-        await self.fanout.publish_batches(
-            [(channel, events) for room, events in by_room.items() for channel in _channels(room)]
-        )
+        await self.fanout.publish_batches(_message_batches(messages))
+
+    def _hand_out_messages(self, messages: Sequence[Stored]) -> None:
+        self.fanout.hand_out(_message_batches(messages))
 
     # --- connection lifecycle -------------------------------------------------------------
 

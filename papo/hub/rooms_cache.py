@@ -69,15 +69,28 @@ class CachedRoomStore:
                 self._remember_room(room)
         return room
 
-    async def is_member(self, room_id: str, user_id: str) -> bool:
+    def known_room(self, room_id: str) -> Room | None:
+        """The room if it is remembered (answered without a query)."""
+        return self._rooms.get(room_id)
+
+    def known_member(self, room_id: str, user_id: str) -> bool:
+        """True if this membership is remembered: answered without a query, and a
+        renewal started behind it if one is due."""
         key = (room_id, user_id)
         until = self._members.get(key)
-        if until is not None:
-            left = until - time.monotonic()
-            if left > 0:
-                if left < self._member_seconds * (1 - RENEW_AFTER):
-                    self._renew(key)
-                return True
+        if until is None:
+            return False
+        left = until - time.monotonic()
+        if left <= 0:
+            return False
+        if left < self._member_seconds * (1 - RENEW_AFTER):
+            self._renew(key)
+        return True
+
+    async def is_member(self, room_id: str, user_id: str) -> bool:
+        if self.known_member(room_id, user_id):
+            return True
+        key = (room_id, user_id)
         member = await self._store.is_member(room_id, user_id)
         if member:
             self._remember_member(key)

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
@@ -23,7 +24,7 @@ from papo.hub.hub import Hub
 from papo.protocol import frames as f
 from papo.protocol.close_codes import CloseCode
 from papo.protocol.errors import ErrorCode, PapoError
-from papo.protocol.registry import FrameSpec, Registry, frame_tag
+from papo.protocol.registry import LATER, FrameSpec, Registry, frame_tag
 
 log = logging.getLogger("papo.hub")
 
@@ -56,7 +57,7 @@ def _salvage(raw: str | bytes) -> _Envelope:
 
 class Session:
     __slots__ = (
-        "_in_flight",
+        "_freed",
         "_pending",
         "_refilled",
         "_strikes",
@@ -76,7 +77,7 @@ class Session:
         self._refilled = time.monotonic()
         # Made on first use: an idle connection should cost as little as possible.
         self._strikes: list[float] | None = None
-        self._in_flight: asyncio.Semaphore | None = None
+        self._freed: asyncio.Future[None] | None = None  # a reader waits for a send's answer
         self._pending: set[asyncio.Future[Stored]] | None = None
         self._timer: asyncio.TimerHandle | None = None  # expiry warning, then expiry
 
@@ -123,15 +124,22 @@ class Session:
 
     # --- the loop --------------------------------------------------------------------------
 
-    async def handle(self, raw: str | bytes, *, binary: bool = False) -> None:
+    def take(self, raw: str | bytes, *, binary: bool = False) -> Coroutine[Any, Any, None] | None:
+        """Handle a frame as far as it goes without waiting; what is left (a handler that
+        waits for a store) comes back as a coroutine to run before the next frame.
+
+        Checks, refusals and the frames with a ``now`` handler (a member's
+        ``message.send``) are answered here, so the WebSocket side hands them over as
+        it reads them, with no task per frame.
+        """
         if self.connection.state is not State.OPEN:
-            return
+            return None
         if binary:
             self._error(
                 None, PapoError(ErrorCode.BINARY_FRAME, "papo accepts text frames of JSON only")
             )
             self._strike(CloseCode.PROTOCOL_ABUSE)
-            return
+            return None
         if not self._take_token():
             envelope = _salvage(raw)
             self._error(
@@ -143,7 +151,7 @@ class Session:
                 ),
             )
             self._strike(CloseCode.RATE_LIMITED)
-            return
+            return None
         try:
             frame = self.registry.decode(raw)
         except PapoError as error:
@@ -151,11 +159,8 @@ class Session:
             self.hub.metrics.frames_in.labels("invalid").inc()
             self._error(envelope.id, error)
             self._strike(CloseCode.PROTOCOL_ABUSE)
-            return
+            return None
         spec = self.registry.spec(frame_tag(type(frame)))
-        await self._run(spec, frame)
-
-    async def _run(self, spec: FrameSpec[Connection], frame: f.Request) -> None:
         self.hub.metrics.frames_in.labels(spec.frame_type).inc()
         if spec.roles is not None and self.connection.principal.role not in spec.roles:
             self._error(
@@ -165,36 +170,41 @@ class Session:
                     f"role {self.connection.principal.role} may not send {spec.frame_type}",
                 ),
             )
-            return
+            return None
+        if spec.now is not None and not self._too_many_in_flight():
+            try:
+                result = spec.now(self.connection, frame)
+            except Exception as exc:
+                self._failed(spec, frame, exc)
+                return None
+            if result is not LATER:
+                self._answer(frame, result)
+                return None
+        return self._run(spec, frame)
+
+    async def _run(self, spec: FrameSpec[Connection], frame: f.Request) -> None:
         try:
             result = await spec.handler(self.connection, frame)
-        except PapoError as error:
-            self._error(frame.id, error)
+        except Exception as exc:
+            self._failed(spec, frame, exc)
             return
-        except BrokerError as exc:
-            log.warning("broker unavailable", extra={"type": spec.frame_type, "error": str(exc)})
-            self._error(
-                frame.id,
-                PapoError(
-                    ErrorCode.UNAVAILABLE, "papo cannot reach its message bus; retry shortly"
-                ),
-            )
-            return
-        except Exception:
-            log.exception("handler failed", extra={"type": spec.frame_type})
-            self._error(
-                frame.id, PapoError(ErrorCode.INTERNAL_ERROR, "papo hit an unexpected error")
-            )
-            return
+        if isinstance(result, Deferred):
+            while self._too_many_in_flight():  # backpressure: stop reading while they wait
+                self._freed = asyncio.get_running_loop().create_future()
+                await self._freed
+        self._answer(frame, result)
+
+    def _too_many_in_flight(self) -> bool:
+        return self._pending is not None and len(self._pending) >= MAX_IN_FLIGHT
+
+    def _answer(self, frame: f.Request, result: Any) -> None:
         if isinstance(result, AfterReply):
             self._reply(frame.id, result.data)
             result.then()
             return
         if isinstance(result, Deferred):
-            if self._in_flight is None or self._pending is None:
-                self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+            if self._pending is None:
                 self._pending = set()
-            await self._in_flight.acquire()  # backpressure: stop reading when too many wait
             # A callback, not a task per send: a busy room has a send of every member
             # waiting for its write, and each task would be an object, a coroutine and
             # an entry in asyncio's task set, kept for as long as the write takes.
@@ -203,10 +213,28 @@ class Session:
             return
         self._reply(frame.id, result)
 
+    def _failed(self, spec: FrameSpec[Connection], frame: f.Request, exc: Exception) -> None:
+        if isinstance(exc, PapoError):
+            self._error(frame.id, exc)
+        elif isinstance(exc, BrokerError):
+            log.warning("broker unavailable", extra={"type": spec.frame_type, "error": str(exc)})
+            self._error(
+                frame.id,
+                PapoError(
+                    ErrorCode.UNAVAILABLE, "papo cannot reach its message bus; retry shortly"
+                ),
+            )
+        else:
+            log.error("handler failed", extra={"type": spec.frame_type}, exc_info=exc)
+            self._error(
+                frame.id, PapoError(ErrorCode.INTERNAL_ERROR, "papo hit an unexpected error")
+            )
+
     def _answer_send(self, request_id: Any, future: asyncio.Future[Stored]) -> None:
-        if self._pending is not None and self._in_flight is not None:
+        if self._pending is not None:
             self._pending.discard(future)
-            self._in_flight.release()
+        if self._freed is not None and not self._freed.done():
+            self._freed.set_result(None)
         if future.cancelled():  # the session closed before the write answered
             return
         error = future.exception()

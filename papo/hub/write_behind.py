@@ -37,14 +37,14 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
 from papo.hub.history import Draft, History, Stored
 from papo.hub.metrics import HubMetrics
 from papo.hub.tasks import stop_task
-from papo.hub.writer import MAX_BATCH, Pending, Publish, fail
+from papo.hub.writer import MAX_BATCH, Pending, fail
 
 log = logging.getLogger("papo.hub")
 
@@ -58,6 +58,8 @@ RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
 
 SenderKey = tuple[str, str]  # (sender id, client id) within a room
+# Fans messages out to this node's listeners before returning (no broker in between).
+HandOut = Callable[[Sequence[Stored]], None]
 
 
 class NotStoredYet(RuntimeError):
@@ -100,14 +102,12 @@ class _Room:
 
 
 class WriteBehind:
-    def __init__(self, store: History, publish: Publish, metrics: HubMetrics) -> None:
+    def __init__(self, store: History, publish: HandOut, metrics: HubMetrics) -> None:
         self._store = store
         self._publish = publish
         self._metrics = metrics
         self._rooms: OrderedDict[str, _Room] = OrderedDict()  # least recently numbered first
-        self._waiting: deque[Pending] = deque()
         self._line: deque[_Staged] = deque()  # numbered and not yet stored, in order
-        self._numbering: asyncio.Task[None] | None = None
         self._storing: asyncio.Task[None] | None = None
         self._seeding: dict[str, list[Pending]] = {}  # rooms being learned: their drafts
         self._floors: dict[str, int] = {}  # numbers clients saw in rooms not learned yet
@@ -117,18 +117,17 @@ class WriteBehind:
         self.view = StagedHistory(store, self)
 
     def submit(self, draft: Draft) -> asyncio.Future[Stored]:
-        """Queue a draft synchronously (so one sender's order is kept); await its ack."""
+        """Number and fan out ``draft`` now (its room learned) or once its room is
+        learned; the future is its ack, resolved once it is stored."""
         if not self._accepting:
             raise RuntimeError("papo is shutting down")
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._waiting.append(Pending(draft, future))
-        self._wake_numbering()
+        pending = Pending(draft, future)
+        if draft.room in self._rooms:
+            self._number([pending])
+        else:
+            self._learn(draft.room).append(pending)
         return future
-
-    def _wake_numbering(self) -> None:
-        if self._numbering is None and self._waiting:
-            # Starts on the next loop turn: sends made during this one are numbered together.
-            self._numbering = asyncio.create_task(self._number_all(), name="papo-numbering")
 
     def expect(self, room: str) -> None:
         """Learn a room when someone here joins it, not at its first send: that send
@@ -178,36 +177,20 @@ class WriteBehind:
         self._accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._numbering is not None or self._storing is not None or self._seeds:
+        while self._storing is not None or self._seeds:
             if loop.time() > deadline:
                 log.warning("drain timed out with unstored messages (not acknowledged)")
                 break
             await asyncio.sleep(0.01)
         shutting = RuntimeError("papo is shutting down")
-        fail((pending.done for pending in self._waiting), shutting)
-        self._waiting.clear()
         fail((w.done for entry in self._line for w in entry.waiters), shutting)
-        for task in (self._numbering, self._storing, *self._seeds):
+        for task in (self._storing, *self._seeds):  # a seed's drafts are failed as it stops
             if task is not None:
                 await stop_task(task)
 
     # --- numbering and fan-out ---------------------------------------------------------------
 
-    async def _number_all(self) -> None:
-        try:
-            while self._waiting:
-                size = min(MAX_BATCH, len(self._waiting))
-                batch = [self._waiting.popleft() for _ in range(size)]
-                try:
-                    await self._number(batch)
-                except asyncio.CancelledError:  # drain gave up: whoever still waits is told
-                    fail((p.done for p in batch), RuntimeError("papo is shutting down"))
-                    raise
-        finally:
-            self._numbering = None
-
-    async def _number(self, batch: list[Pending]) -> None:
-        batch = [pending for pending in batch if not self._parked(pending)]
+    def _number(self, batch: list[Pending]) -> None:
         now = time.time()
         fresh: list[Stored] = []
         for pending in batch:
@@ -240,20 +223,9 @@ class WriteBehind:
         if self._storing is None:
             self._storing = asyncio.create_task(self._store_all(), name="papo-history-writer")
         try:
-            await self._publish(fresh)
+            self._publish(fresh)
         except Exception as exc:  # still stored: resumes and gap fills bring them
             log.warning("publish failed before store", extra={"error": repr(exc)})
-
-    def _parked(self, pending: Pending) -> bool:
-        """Hold a draft for a room this node has not numbered yet, behind the read that
-        learns the room: the other rooms' messages go on meanwhile (at a start, 100 busy
-        rooms would otherwise queue every message behind 100 reads). A room's drafts
-        that come while it is read wait with it, so its order is kept."""
-        room = pending.draft.room
-        if room in self._rooms:
-            return False
-        self._learn(room).append(pending)
-        return True
 
     def _learn(self, room: str) -> list[Pending]:
         """The drafts held for ``room`` while it is read, starting the read if none runs."""
@@ -286,8 +258,7 @@ class WriteBehind:
         for message in messages:
             state.remember(message)
         self._rooms[room] = state
-        self._waiting.extendleft(reversed(self._seeding.pop(room, [])))
-        self._wake_numbering()
+        self._number(self._seeding.pop(room, []))
         if len(self._rooms) > MAX_ROOMS:
             # Never the room just learned: its held drafts are about to be numbered,
             # and forgetting it would send them back to be learned again, read after

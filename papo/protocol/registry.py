@@ -21,6 +21,18 @@ from papo.protocol.frames import Request
 ContextT = TypeVar("ContextT")
 Handler = Callable[[ContextT, Any], Awaitable[Any]]
 
+
+class Later:
+    """What a ``now`` handler answers when the frame needs to wait for something."""
+
+    __slots__ = ()
+
+
+LATER = Later()
+# Answers the frame before returning, or says ``LATER`` having changed nothing; the
+# frame then goes to the handler.
+NowHandler = Callable[[ContextT, Any], Any]
+
 _INVALID_TAG = re.compile(r"^Invalid value '(?P<tag>.*)' - at `\$\.type`$")
 
 
@@ -49,6 +61,8 @@ class FrameSpec(Generic[ContextT]):
     summary: str
     reply: Any = None  # the type of the ``data`` of a successful reply, for the docs
     domain: str = "chat"
+    # The hot frames' synchronous path: handled as they are read, with no task.
+    now: NowHandler[ContextT] | None = None
 
 
 def frame_tag(schema: type[Request]) -> str:
@@ -72,6 +86,7 @@ class Registry(Generic[ContextT]):
         roles: frozenset[str] | None = None,
         reply: Any = None,
         domain: str = "chat",
+        now: NowHandler[ContextT] | None = None,
     ) -> None:
         if self._decoder is not None:
             raise RegistryFrozen("frames must be registered before the registry is frozen")
@@ -79,7 +94,7 @@ class Registry(Generic[ContextT]):
         if frame_type in self._specs:
             raise DuplicateFrameType(f"frame type {frame_type!r} is registered twice")
         self._specs[frame_type] = FrameSpec(
-            frame_type, schema, handler, roles, summary, reply, domain
+            frame_type, schema, handler, roles, summary, reply, domain, now
         )
 
     def spec(self, frame_type: str) -> FrameSpec[ContextT]:

@@ -5,8 +5,9 @@ the same bytes for every recipient, so papo frames an event once and writes thos
 bytes to each recipient's socket, as ``websockets.broadcast`` does.
 
 A single event is written to each socket at once, so the first recipient does not wait
-for the others to be queued. A batch (several stored messages published together, or
-what a shared broker brought in during one loop turn) is held (``WriteBatcher``) and
+for the others to be queued. A batch (several stored messages published together, what
+a shared broker brought in during one loop turn, or the sends one read of a client
+brought in) is held (``WriteBatcher``) and
 each recipient gets all of it in one ``writev`` when the batch ends, instead of one
 ``send`` per message: the send syscall per frame is where fan-out spends most of its
 time.
@@ -75,11 +76,15 @@ class WriteBatcher:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        self._depth += 1
+        self.begin()
         try:
             yield
         finally:
-            self._end()
+            self.end()
+
+    def begin(self) -> None:
+        """Start a batch (``batch()`` without a context manager, for the read path)."""
+        self._depth += 1
 
     def until_turn_ends(self) -> None:
         """Hold everything written until this loop turn ends (for input that arrives
@@ -91,9 +96,10 @@ class WriteBatcher:
 
     def _turn_ended(self) -> None:
         self._turn_held = False
-        self._end()
+        self.end()
 
-    def _end(self) -> None:
+    def end(self) -> None:
+        """End a batch; the outermost end writes what it held."""
         self._depth -= 1
         if self._depth:
             return

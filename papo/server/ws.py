@@ -9,8 +9,12 @@ its receive queue and events, the request scope and headers, Starlette's ``WebSo
 and a task whose suspended coroutines ran through uvicorn, Starlette's middleware,
 router and exception wrappers: about 35 KiB per connection, more than twice what
 ``websockets`` itself needs. Here an idle connection is this object, the parser, and
-papo's ``Connection`` and ``Session``; no task runs while it is idle. A task exists only
-while frames are being handled (one at a time, in order) and while papo cleans up.
+papo's ``Connection`` and ``Session``; no task runs while it is idle.
+
+Frames are handled one at a time, in order, as they are read (``Session.take``): a
+member's ``message.send`` is numbered and fanned out before ``data_received`` returns,
+inside a write batch, so what one read brings reaches each socket in one write. Only
+a frame that waits for a store gets a task, and frames read meanwhile queue behind it.
 
 This object is also the hub's transport for the connection: fan-out frames are framed
 once and written to the socket at once, or when a batch of them ends
@@ -174,11 +178,20 @@ class WebSocketProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         wire = self.wire
         wire.receive_data(data)
-        for event in wire.events_received():
-            if isinstance(event, Frame):
-                self._frame(event)
-            elif isinstance(event, Request):
-                self._handshake(event)
+        batcher = self._batcher
+        # Frames handled as they are read (a member's sends) fan out inside this batch:
+        # everything one read brings reaches each socket in one write.
+        if batcher is not None:
+            batcher.begin()
+        try:
+            for event in wire.events_received():
+                if isinstance(event, Frame):
+                    self._frame(event)
+                elif isinstance(event, Request):
+                    self._handshake(event)
+        finally:
+            if batcher is not None:
+                batcher.end()
         self._write_output()
         if wire.parser_exc is not None:  # too big, bad framing: the wire sent its close
             self._closing = True
@@ -343,6 +356,19 @@ class WebSocketProtocol(asyncio.Protocol):
             self._first_frame.set_result(message)
             return
         inbox = self._inbox
+        session = self.session
+        if self._task is None and not inbox and session is not None:
+            # Nothing before it still being handled: handle it now, and only what has to
+            # wait for a store goes to a task. (uvloop runs every connection's callbacks
+            # in one context: the id is this frame's only.)
+            token = context_id.set(self.id)
+            try:
+                rest = session.take(message, binary=isinstance(message, bytes))
+                if rest is not None:
+                    self._start(rest)
+            finally:
+                context_id.reset(token)
+            return
         if inbox is None:
             inbox = self._inbox = deque()
         inbox.append(message)
@@ -353,15 +379,24 @@ class WebSocketProtocol(asyncio.Protocol):
             self._start(self._handle_inbox())
 
     async def _handle_inbox(self) -> None:
-        """Hand queued frames to the session one at a time, in the order they came."""
-        session = self.session
-        inbox = self._inbox
+        """Hand queued frames to the session one at a time, in the order they came.
+
+        The frames handled without waiting are handled in one batch of writes, as if
+        they had come in one read; a frame that waits ends the batch first.
+        """
+        session, inbox, batcher = self.session, self._inbox, self._batcher
         assert session is not None
         assert inbox is not None
+        assert batcher is not None
         context_id.set(self.id)
         while inbox and not self.lost:
-            message = inbox.popleft()
-            await session.handle(message, binary=isinstance(message, bytes))
+            rest = None
+            with batcher.batch():
+                while rest is None and inbox and not self.lost:
+                    message = inbox.popleft()
+                    rest = session.take(message, binary=isinstance(message, bytes))
+            if rest is not None:
+                await rest
             if self._read_paused and len(inbox) < INBOX_FRAMES // 2 and self._transport:
                 self._read_paused = False
                 self._transport.resume_reading()
