@@ -25,6 +25,7 @@ outbox and ``send_text`` writes them as the buffer drains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import struct
@@ -178,13 +179,16 @@ class WebSocketProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         wire = self.wire
         wire.receive_data(data)
-        batcher = self._batcher
-        # Frames handled as they are read (a member's sends) fan out inside this batch:
-        # everything one read brings reaches each socket in one write.
+        events = wire.events_received()
+        # Frames handled as they are read (a member's sends) fan out as they are handled.
+        # When one read brings several, their writes are held until the last is handled,
+        # so each socket gets them in one write; a lone frame's are not held, or its
+        # first recipient would wait until the last one's frame had been queued.
+        batcher = self._batcher if len(events) > 1 else None
         if batcher is not None:
             batcher.begin()
         try:
-            for event in wire.events_received():
+            for event in events:
                 if isinstance(event, Frame):
                     self._frame(event)
                 elif isinstance(event, Request):
@@ -366,6 +370,9 @@ class WebSocketProtocol(asyncio.Protocol):
                 rest = session.take(message, binary=isinstance(message, bytes))
                 if rest is not None:
                     self._start(rest)
+            except Exception:  # as a failed frame task would: logged, and the client told
+                log.exception("frame handling failed")
+                self._send_close(1011, "internal error")
             finally:
                 context_id.reset(token)
             return
@@ -381,8 +388,8 @@ class WebSocketProtocol(asyncio.Protocol):
     async def _handle_inbox(self) -> None:
         """Hand queued frames to the session one at a time, in the order they came.
 
-        The frames handled without waiting are handled in one batch of writes, as if
-        they had come in one read; a frame that waits ends the batch first.
+        Several frames handled without waiting are handled in one batch of writes, as
+        if they had come in one read; a frame that waits ends the batch first.
         """
         session, inbox, batcher = self.session, self._inbox, self._batcher
         assert session is not None
@@ -391,7 +398,7 @@ class WebSocketProtocol(asyncio.Protocol):
         context_id.set(self.id)
         while inbox and not self.lost:
             rest = None
-            with batcher.batch():
+            with batcher.batch() if len(inbox) > 1 else contextlib.nullcontext():
                 while rest is None and inbox and not self.lost:
                     message = inbox.popleft()
                     rest = session.take(message, binary=isinstance(message, bytes))
