@@ -43,13 +43,14 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("acks", ("_answer_send", "WriteBehind._settle", "Session._reply")),
-    (
-        "reading frames (`recv`, `websockets`' parser)",
-        ("data_received", "Protocol.parse", "Protocol.receive_data", "Frame.parse", ";read (libc"),
-    ),
+    # Frames are handled inside ``data_received``: handling goes before reading.
     (
         "handling frames (rate limit, decode, validation, membership, submit)",
         ("Session.", "_handle_inbox", "Chat.", "Registry", "WebSocketProtocol._start"),
+    ),
+    (
+        "reading frames (`recv`, `websockets`' parser)",
+        ("data_received", "Protocol.parse", "Protocol.receive_data", "Frame.parse", ";read (libc"),
     ),
     ("the cycle collector", ("gc_collect",)),
 ]
