@@ -55,7 +55,7 @@ FULL: dict[str, dict[str, Any]] = {
     "s1": {"subscribers": 1000, "warmup": 2, "seconds": 8, "window": 20, "repeats": 3},
     "s2": {"subscribers": 1000, "rate": 20, "seconds": 15, "repeats": 3},
     "s3": {"connections": 5000, "hold": 3},
-    "s4": {"clients": 1000, "seconds": 15, "repeats": 3},
+    "s4": {"clients": 1000, "seconds": 15, "repeats": 5},
     "s5": {"clients": 1000, "rate": 20},
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -396,11 +396,28 @@ class Bench:
                 result.update(_history_writes(port))
             return result
 
+    def _interleaved_runs(self, rows: list[Row], scenario: str) -> dict[str, list[dict[str, Any]]]:
+        """Each row's repeats of ``scenario``, taken in turns: every row's first run, then
+        every row's second, and so on.
+
+        This machine's own stops come and go over minutes; one row's runs taken back to
+        back can all land in a quiet (or a noisy) spell the next row's miss, and the
+        ratios between rows are the figures that count."""
+        wanted = {
+            row.name: self.sizes[scenario].get("repeats", 1) if row.repeat else 1 for row in rows
+        }
+        runs: dict[str, list[dict[str, Any]]] = {row.name: [] for row in rows}
+        for turn in range(max(wanted.values(), default=0)):
+            for row in rows:
+                if turn < wanted[row.name]:
+                    runs[row.name].append(self.run_scenario(row, scenario))
+        return runs
+
     def run(self, rows: list[Row], scenarios: list[str]) -> None:
         for scenario in scenarios:
+            runs_of = self._interleaved_runs(rows, scenario)
             for row in rows:
-                repeats = self.sizes[scenario].get("repeats", 1) if row.repeat else 1
-                runs = [self.run_scenario(row, scenario) for _ in range(repeats)]
+                runs = runs_of[row.name]
                 headline = MEDIAN_OF.get(scenario)
                 if headline and len(runs) > 1 and all(headline in r for r in runs):
                     # The run with the median headline figure, whole, so its columns agree.
