@@ -410,7 +410,16 @@ class Bench:
         for turn in range(max(wanted.values(), default=0)):
             for row in rows:
                 if turn < wanted[row.name]:
-                    runs[row.name].append(self.run_scenario(row, scenario))
+                    result = self.run_scenario(row, scenario)
+                    runs[row.name].append(result)
+                    headline = MEDIAN_OF.get(scenario, "")
+                    print(
+                        f"    {scenario} {row.key or row.name} run {turn + 1}: "
+                        f"{headline} {result.get(headline, '-')}, "
+                        f"server CPU {result.get('server_cpu_pct', '-')} %",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         return runs
 
     def run(self, rows: list[Row], scenarios: list[str]) -> None:
