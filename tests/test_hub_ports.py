@@ -242,6 +242,25 @@ async def test_rooms_membership_reports_changes_once(rooms: RoomStore) -> None:
     assert await rooms.get("r_missing") is None
 
 
+async def test_rooms_answered_without_waiting_never_contradict_the_store(
+    rooms: RoomStore,
+) -> None:
+    # A member's send is handled as it is read when these answer; one that said "member"
+    # for someone who left would let them talk in a room they are no longer in.
+    ana = UserRef(id="ana", name="Ana")
+    room = await rooms.create(_room(), [ana])
+    assert await rooms.get(room.id) == room
+    assert await rooms.is_member(room.id, "ana")
+    answers_now = not isinstance(rooms, PostgresRoomStore)  # every answer there is a query
+
+    assert rooms.known_room(room.id) == (room if answers_now else None)
+    assert rooms.known_member(room.id, "ana") is answers_now
+    assert rooms.known_room("r_missing") is None
+    assert rooms.known_member(room.id, "bia") is False
+    assert await rooms.remove_member(room.id, "ana") is True
+    assert rooms.known_member(room.id, "ana") is False, "a member who left is not known"
+
+
 @pytest.fixture
 async def shared_rooms(base_settings: Settings) -> AsyncIterator[PostgresRoomStore]:
     """The PostgreSQL room store that two nodes' caches sit in front of."""

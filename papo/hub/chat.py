@@ -23,7 +23,6 @@ from papo.hub.fanout import encode_event, message_event, replay_allows, room_cha
 from papo.hub.history import Draft, Stored
 from papo.hub.hub import Hub, dm_room_id
 from papo.hub.rooms import Room
-from papo.hub.rooms_cache import CachedRoomStore
 from papo.hub.write_behind import NotStoredYet
 from papo.protocol import frames as f
 from papo.protocol.errors import ErrorCode, PapoError, validation_error
@@ -248,10 +247,11 @@ class Chat:
     # --- messages -------------------------------------------------------------------------
 
     def send_now(self, connection: Connection, frame: f.MessageSend) -> Deferred | Later:
-        """``send`` without a task, when the room and the membership are remembered:
-        the common case, a member talking, handled as the frame is read."""
+        """``send`` without a task, when the room store answers for the room and the
+        membership without waiting: the common case, a member talking, handled as the
+        frame is read."""
         rooms = self.hub.rooms
-        if not isinstance(rooms, CachedRoomStore) or rooms.known_room(frame.room) is None:
+        if rooms.known_room(frame.room) is None:
             return LATER
         self._check_length(frame)
         if not rooms.known_member(frame.room, connection.user_id):

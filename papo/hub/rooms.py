@@ -33,6 +33,17 @@ class RoomStore(Protocol):
 
     async def get(self, room_id: str) -> Room | None: ...
 
+    def known_room(self, room_id: str) -> Room | None:
+        """The room, if this store can answer without waiting; ``None`` means "ask
+        ``get``". A member's send is handled as its frame is read only when the room
+        and the membership are answered this way (docs/architecture.md)."""
+        ...
+
+    def known_member(self, room_id: str, user_id: str) -> bool:
+        """True if this membership is answered without waiting; False means "ask
+        ``is_member``", not "not a member"."""
+        ...
+
     async def add_member(self, room_id: str, user: UserRef) -> bool: ...
 
     async def remove_member(self, room_id: str, user_id: str) -> bool: ...

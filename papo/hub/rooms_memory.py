@@ -24,6 +24,12 @@ class MemoryRoomStore:
     async def get(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)
 
+    def known_room(self, room_id: str) -> Room | None:
+        return self._rooms.get(room_id)
+
+    def known_member(self, room_id: str, user_id: str) -> bool:
+        return user_id in self._members.get(room_id, {})
+
     async def add_member(self, room_id: str, user: UserRef) -> bool:
         members = self._members.setdefault(room_id, {})
         added = user.id not in members

@@ -60,6 +60,12 @@ class PostgresRoomStore:
         )
         return _room(row) if row else None
 
+    def known_room(self, room_id: str) -> Room | None:
+        return None  # every answer is a query; CachedRoomStore remembers them
+
+    def known_member(self, room_id: str, user_id: str) -> bool:
+        return False
+
     async def add_member(self, room_id: str, user: UserRef) -> bool:
         status = await self._pool.execute(
             "INSERT INTO room_members (room_id, user_id, display_name) VALUES ($1, $2, $3) "
