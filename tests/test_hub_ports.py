@@ -324,6 +324,23 @@ async def test_cached_rooms_renew_a_talking_member_behind_their_frames(
     assert time.monotonic() - answered < 1.0, "the leave counts before the entry runs out"
 
 
+async def test_a_closed_cache_asks_postgresql_nothing_more(
+    shared_rooms: PostgresRoomStore,
+) -> None:
+    """A node stopping closes its pool right after its hub: a renewal due then must not
+    ask the closed pool (a failure in the log of every clean shutdown)."""
+    registry = CollectorRegistry()
+    cache = CachedRoomStore(shared_rooms, member_seconds=1.0, metrics=HubMetrics(registry))
+    room = await cache.create(_room(), [UserRef(id="ana", name="Ana")])
+    assert await cache.is_member(room.id, "ana")  # believed for 1 s
+    await asyncio.sleep(0.55)  # into the second half: the next frame starts a renewal
+    assert cache.known_member(room.id, "ana")  # the renewal gathers for 0.05 s
+    await cache.close()
+    assert cache.known_member(room.id, "ana"), "still answered until the entry runs out"
+    await asyncio.sleep(0.2)
+    assert registry.get_sample_value("papo_membership_renewal_queries_total") == 0
+
+
 async def test_talking_members_renewed_together_take_one_query(
     shared_rooms: PostgresRoomStore,
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from papo.hub.broker import Broker
@@ -122,13 +122,16 @@ class Hub:
     async def stop(self, step_seconds: float = PATIENCE_SECONDS) -> None:
         """Each part gets ``step_seconds``: presence's clean-up waiting on a Redis that
         stopped answering must not keep the broker from being stopped after it."""
-        for what, step in (
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("dashboard", self.dashboard.stop),
             ("presence", self.presence.stop),
             ("sequencer", self.fanout.sequencer.close),
             ("history reads", self.reads.close),
             ("broker", self.broker.stop),
-        ):
+        ]
+        if isinstance(self.rooms, CachedRoomStore):
+            steps.append(("membership renewals", self.rooms.close))
+        for what, step in steps:
             await shutdown_step(step(), step_seconds, what)
 
     async def _presence_changed(self, room: str, user: UserRef, online: bool) -> None:

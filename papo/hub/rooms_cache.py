@@ -29,6 +29,7 @@ from itertools import islice
 
 from papo.hub.metrics import HubMetrics
 from papo.hub.rooms import Room, RoomStore
+from papo.hub.tasks import stop_task
 from papo.protocol.frames import UserRef
 
 log = logging.getLogger("papo.hub")
@@ -55,6 +56,7 @@ class CachedRoomStore:
         self._due: dict[tuple[str, str], None] = {}  # renewals not asked yet, in order
         self._renewing: set[tuple[str, str]] = set()  # due or being asked
         self._renewals: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def create(self, room: Room, members: Sequence[UserRef]) -> Room:
         created = await self._store.create(room, members)
@@ -132,8 +134,16 @@ class CachedRoomStore:
     async def members_among(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         return await self._store.members_among(pairs)
 
+    async def close(self) -> None:
+        """Stop renewing. The node closes its PostgreSQL pool right after: a renewal
+        still gathering would ask a closed pool and log a failure, or be destroyed
+        pending when the loop ends."""
+        self._closed = True
+        if self._renewals is not None:
+            await stop_task(self._renewals)
+
     def _renew(self, key: tuple[str, str]) -> None:
-        if key in self._renewing:
+        if key in self._renewing or self._closed:
             return
         self._renewing.add(key)
         self._due[key] = None
