@@ -413,9 +413,9 @@ class Bench:
                     result = self.run_scenario(row, scenario)
                     runs[row.name].append(result)
                     headline = MEDIAN_OF.get(scenario, "")
+                    figure = f"{headline} {result.get(headline, '-')}, " if headline else ""
                     print(
-                        f"    {scenario} {row.key or row.name} run {turn + 1}: "
-                        f"{headline} {result.get(headline, '-')}, "
+                        f"    {scenario} {row.key or row.name} run {turn + 1}: {figure}"
                         f"server CPU {result.get('server_cpu_pct', '-')} %",
                         file=sys.stderr,
                         flush=True,
