@@ -237,6 +237,10 @@ def start_redis(data_dir: Path, *, durable: bool) -> RunningEngine:
 
 
 def start_mongo(data_dir: Path, *, durable: bool) -> RunningEngine:
+    """A standalone server, as papo's production MongoDB is (docker-compose.yml): as a
+    single-node replica set, SecantusDB's default, it would also write every insert
+    to an oplog nothing of papo's reads, 12 % more of its CPU per message stored
+    (docs/benchmarks-log.md)."""
     binary = _venv_bin("secantusd-py")
     if binary is None:
         raise EngineError(
@@ -256,6 +260,7 @@ def start_mongo(data_dir: Path, *, durable: bool) -> RunningEngine:
         str(storage) if durable else ":memory:",
         "--log-level",
         "WARNING",
+        "--standalone",
     ]
     process = ManagedProcess("mongo", argv, log_path=data_dir / "logs" / "mongo.log")
     return RunningEngine(
