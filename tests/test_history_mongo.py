@@ -1,23 +1,29 @@
 """MongoHistory against a real MongoDB-wire server, seen through a proxy: writes whose
-reply is lost (a dropped connection, a primary change) are tried once more and take
-effect exactly once, many rooms' lookups do not open a connection each, and a write
-too big for one command is split without losing its order."""
+reply is lost (a dropped connection, a primary change) or whose durability the store
+could not confirm are tried again and take effect exactly once, many rooms' lookups do
+not open a connection each, and a write too big for one command is split without
+losing its order."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
+from pymongo.errors import WriteConcernError
 
 from papo.hub.history import Draft, Stored
 from papo.persistence.history_mongo import LEGACY_KEY_INDEX, READ_CONCURRENCY, MongoHistory
 from papo.persistence.mongo import connect_mongo
 from papo.server.config import Settings
+from papo.server.embedded.process import ManagedProcess, free_port, wait_for_port
 from tests.proxy import TcpProxy
 
 INSERT = b"\x02insert\x00"  # the first key of an OP_MSG insert command, as BSON
@@ -63,6 +69,56 @@ async def test_an_insert_whose_reply_is_lost_is_stored_once_and_acknowledged(
         (4, "m3"),
         (5, "after"),
     ], "each message stored exactly once"
+
+
+@pytest.fixture
+async def failing_store(tmp_path: Path) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    """A MongoDB-wire server of its own that takes mongod's ``configureFailPoint`` test
+    command, which the shared one (like a production mongod) refuses."""
+    port = free_port()
+    argv = [
+        str(Path(sys.executable).parent / "secantusd-py"),
+        *("--host", "127.0.0.1", "--port", str(port)),
+        *("--storage-path", str(tmp_path / "store"), "--standalone"),
+        "--enable-test-commands",
+    ]
+    process = ManagedProcess("mongo", argv, log_path=tmp_path / "mongo.log")
+    wait_for_port(process, port)
+    client = connect_mongo(f"mongodb://127.0.0.1:{port}/")
+    yield client
+    await client.close()
+    process.stop()
+
+
+async def test_a_write_whose_durability_is_not_confirmed_is_not_acknowledged_then_stored_once(
+    failing_store: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    # The store ran the insert but could not confirm the write concern (a journal or
+    # replication timeout): papo must not acknowledge it, and writing it again (as the
+    # node's write-behind does) must neither store it twice nor renumber it.
+    history = MongoHistory(failing_store, "papo")
+    await history.prepare()
+    now = time.time()
+    numbered = [Stored("r", n, now, "u1", "U", f"m{n}", f"c{n}") for n in range(1, 5)]
+    assert await history.insert(numbered[:1]) == numbered[:1]
+    await failing_store.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {
+                "failCommands": ["insert"],
+                "writeConcernError": {"code": 64, "errmsg": "waiting for replication timed out"},
+            },
+        }
+    )
+
+    with pytest.raises(WriteConcernError, match="waiting for replication timed out"):
+        await history.insert(numbered[1:])
+    again = await history.insert(numbered[1:])
+
+    assert again == numbered[1:], "acknowledged as these messages, with their numbers"
+    docs = await failing_store["papo"]["messages"].find({"room": "r"}).sort("seq").to_list()
+    assert [(d["seq"], d["text"]) for d in docs] == [(n, f"m{n}") for n in range(1, 5)]
 
 
 async def test_an_edit_or_delete_whose_reply_is_lost_still_reports_success(
