@@ -257,6 +257,8 @@ async def test_rooms_answered_without_waiting_never_contradict_the_store(
     assert rooms.known_member(room.id, "ana") is answers_now
     assert rooms.known_room("r_missing") is None
     assert rooms.known_member(room.id, "bia") is False
+    rooms.forget_member(room.id, "ana")  # a leave heard of elsewhere: memory only
+    assert await rooms.is_member(room.id, "ana"), "the store's own answer is unchanged"
     assert await rooms.remove_member(room.id, "ana") is True
     assert rooms.known_member(room.id, "ana") is False, "a member who left is not known"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from papo.hub.broker import Broker
@@ -21,7 +21,6 @@ from papo.hub.history_reads import SharedReads
 from papo.hub.metrics import HubMetrics
 from papo.hub.presence import Presence
 from papo.hub.rooms import RoomStore
-from papo.hub.rooms_cache import CachedRoomStore
 from papo.hub.tasks import PATIENCE_SECONDS, shutdown_step
 from papo.hub.write_behind import WriteBehind
 from papo.hub.writer import MessageWriter, Writer
@@ -122,16 +121,14 @@ class Hub:
     async def stop(self, step_seconds: float = PATIENCE_SECONDS) -> None:
         """Each part gets ``step_seconds``: presence's clean-up waiting on a Redis that
         stopped answering must not keep the broker from being stopped after it."""
-        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        for what, step in (
             ("dashboard", self.dashboard.stop),
             ("presence", self.presence.stop),
             ("sequencer", self.fanout.sequencer.close),
             ("history reads", self.reads.close),
             ("broker", self.broker.stop),
-        ]
-        if isinstance(self.rooms, CachedRoomStore):
-            steps.append(("membership renewals", self.rooms.close))
-        for what, step in steps:
+            ("room store", self.rooms.close),
+        ):
             await shutdown_step(step(), step_seconds, what)
 
     async def _presence_changed(self, room: str, user: UserRef, online: bool) -> None:
@@ -149,8 +146,7 @@ class Hub:
         await self.fanout.publish(user_channel(user_id), RoomLeft(room=room))
 
     def _left_elsewhere(self, channel: str, room: str, listeners: list[Connection]) -> None:
-        if isinstance(self.rooms, CachedRoomStore):
-            self.rooms.forget_member(room, channel.removeprefix("user:"))
+        self.rooms.forget_member(room, channel.removeprefix("user:"))
         for connection in listeners:
             if room in connection.rooms:
                 task = asyncio.create_task(self.unsubscribe(connection, room))

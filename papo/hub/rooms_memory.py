@@ -30,6 +30,12 @@ class MemoryRoomStore:
     def known_member(self, room_id: str, user_id: str) -> bool:
         return user_id in self._members.get(room_id, {})
 
+    def forget_member(self, room_id: str, user_id: str) -> None:
+        pass  # the leave already changed this store, the only one
+
+    async def close(self) -> None:
+        pass
+
     async def add_member(self, room_id: str, user: UserRef) -> bool:
         members = self._members.setdefault(room_id, {})
         added = user.id not in members

@@ -66,6 +66,12 @@ class PostgresRoomStore:
     def known_member(self, room_id: str, user_id: str) -> bool:
         return False
 
+    def forget_member(self, room_id: str, user_id: str) -> None:
+        pass  # nothing remembered: every answer is a query
+
+    async def close(self) -> None:
+        pass  # the pool is the node's, closed with its other connections
+
     async def add_member(self, room_id: str, user: UserRef) -> bool:
         status = await self._pool.execute(
             "INSERT INTO room_members (room_id, user_id, display_name) VALUES ($1, $2, $3) "
