@@ -15,7 +15,8 @@ Last, the store's own CPU per message stored (read from ``/proc`` for the store'
 process) for each index layout: papo's (the draft key as ``_id``, one index beside it)
 and that of a collection written by earlier papo, which keeps its draft-key index
 (docs/operations.md). Every index is work in every insert; this is what the second
-one costs.
+one costs, and, as a reference, what the store takes with no index but ``_id`` (numbers
+are then unchecked: not a layout papo runs).
 
     .venv/bin/python -m bench.history_store [--writes 11000]
 """
@@ -119,14 +120,15 @@ async def _store_cpu(url: str, pid: int) -> list[str]:
     client = connect_mongo(url)
     rows = ["| index layout | indexes per message | store CPU ms per message |", "|---|---|---|"]
     layouts = (
-        ("draft key as _id (papo)", False),
-        (f"with earlier papo's {LEGACY_KEY_INDEX} index", True),
+        ("draft key as _id (papo)", "papo"),
+        (f"with earlier papo's {LEGACY_KEY_INDEX} index", "legacy"),
+        ("only _id: no room_seq (a reference, not a layout papo runs)", "bare"),
     )
     try:
-        for label, legacy in layouts:
-            database = f"bench_cpu_{int(legacy)}"
+        for label, layout in layouts:
+            database = f"bench_cpu_{layout}"
             messages = client[database]["messages"]
-            if legacy:
+            if layout == "legacy":
                 await messages.create_index(
                     [("room", 1), ("sender_id", 1), ("client_id", 1)],
                     unique=True,
@@ -134,6 +136,10 @@ async def _store_cpu(url: str, pid: int) -> list[str]:
                 )
             history = MongoHistory(client, database)
             await history.prepare()
+            if layout == "bare":
+                # One writer numbers every room here, so nothing races for a number;
+                # what is left is the store's cost of a document and its _id.
+                await messages.drop_index("room_seq")
             indexes = len(await messages.index_information())
             await _write_batches(history, CPU_WRITES // 10, first=0)  # warm up
             before = cpu_seconds(pid)
