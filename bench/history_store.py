@@ -38,7 +38,7 @@ from pymongo.write_concern import WriteConcern
 
 from bench.run import cpu_seconds
 from papo.hub.history import Draft
-from papo.persistence.history_mongo import LEGACY_KEY_INDEX, MongoHistory
+from papo.persistence.history_mongo import LEGACY_KEY_INDEX, NUMBER_INDEX, MongoHistory
 from papo.persistence.mongo import connect_mongo
 from papo.server.embedded import EmbeddedServices
 
@@ -122,7 +122,7 @@ async def _store_cpu(url: str, pid: int) -> list[str]:
     layouts = (
         ("draft key as _id (papo)", "papo"),
         (f"with earlier papo's {LEGACY_KEY_INDEX} index", "legacy"),
-        ("only _id: no room_seq (a reference, not a layout papo runs)", "bare"),
+        (f"only _id: no {NUMBER_INDEX} (a reference, not a layout papo runs)", "bare"),
     )
     try:
         for label, layout in layouts:
@@ -139,7 +139,7 @@ async def _store_cpu(url: str, pid: int) -> list[str]:
             if layout == "bare":
                 # One writer numbers every room here, so nothing races for a number;
                 # what is left is the store's cost of a document and its _id.
-                await messages.drop_index("room_seq")
+                await messages.drop_index(NUMBER_INDEX)
             indexes = len(await messages.index_information())
             await _write_batches(history, CPU_WRITES // 10, first=0)  # warm up
             before = cpu_seconds(pid)

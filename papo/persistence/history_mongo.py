@@ -61,6 +61,8 @@ READ_CONCURRENCY = 4
 # One insert command carries documents up to about this size (estimated from the text
 # lengths); MongoDB takes a command document of at most 16 MiB.
 COMMAND_BYTES = 8 * 1024 * 1024
+# The unique (room, seq) index: a room's numbers, and what settles races between nodes.
+NUMBER_INDEX = "room_seq"
 # The draft-key index of collections written before the draft key became the _id.
 LEGACY_KEY_INDEX = "room_sender_client"
 
@@ -165,7 +167,7 @@ class MongoHistory:
 
     async def prepare(self) -> None:
         await self._messages.create_index(
-            [("room", ASCENDING), ("seq", ASCENDING)], unique=True, name="room_seq"
+            [("room", ASCENDING), ("seq", ASCENDING)], unique=True, name=NUMBER_INDEX
         )
         # Messages stored before the draft key became the _id are covered by the old
         # index, and only by it: while it exists, a refused insert is looked up by
