@@ -83,11 +83,15 @@ async def failing_store(tmp_path: Path) -> AsyncIterator[AsyncMongoClient[dict[s
         "--enable-test-commands",
     ]
     process = ManagedProcess("mongo", argv, log_path=tmp_path / "mongo.log")
-    wait_for_port(process, port)
-    client = connect_mongo(f"mongodb://127.0.0.1:{port}/")
-    yield client
-    await client.close()
-    process.stop()
+    try:
+        wait_for_port(process, port)
+        client = connect_mongo(f"mongodb://127.0.0.1:{port}/")
+        try:
+            yield client
+        finally:
+            await client.close()
+    finally:
+        process.stop()
 
 
 async def test_a_write_whose_durability_is_not_confirmed_is_not_acknowledged_then_stored_once(
