@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import WriteConcernError
 
 from papo.hub.history import Draft, Stored
@@ -179,6 +179,71 @@ async def test_many_rooms_are_read_a_few_at_a_time(
     assert proxy.connections - opened_before <= READ_CONCURRENCY, (
         f"{proxy.connections - opened_before} new connections for 60 rooms"
     )
+
+
+class CommandsSent(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_room_read_at_join_is_written_in_one_insert_and_a_stale_number_leaves_no_gap(
+    base_settings: Settings, direct: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    """A join reads the room's last number; the node's first send there after a start
+    is then one insert, with no read of the room's highest inside the write that every
+    room's sends share. Another node writing meanwhile makes that number stale: the
+    insert is refused, and the message takes the next free number."""
+    assert base_settings.urls.mongo
+    database = f"learned_{secrets.token_hex(4)}"
+    other = MongoHistory(direct, database)  # another node on the same store
+    await other.prepare()
+    await other.append([Draft("r", "u2", "B", f"b{n}", f"b{n}") for n in range(2)])
+    sent = CommandsSent()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        base_settings.urls.mongo, retryWrites=False, event_listeners=[sent]
+    )
+    node = MongoHistory(client, database)
+    try:
+        joined = await node.last_seqs(["r"])  # what answering a join reads
+        sent.names.clear()
+        (first,) = await node.append([Draft("r", "u1", "A", "hi", "a1")])
+        first_write = list(sent.names)
+        await other.append([Draft("r", "u2", "B", "meanwhile", "b2")])  # seq 4
+        (second,) = await node.append([Draft("r", "u1", "A", "again", "a2")])
+        await other.append([Draft("r", "u2", "B", "then", "b3")])  # seq 6
+        newest = await node.before("r", None, 1)  # a join with history learns it too
+        sent.names.clear()
+        (third,) = await node.append([Draft("r", "u1", "A", "last", "a3")])
+        third_write = list(sent.names)
+    finally:
+        await client.close()
+
+    assert joined == {"r": 2}
+    assert first.seq == 3
+    assert first_write == ["insert"], "no read of the room's highest inside the write"
+    assert second.seq == 5, "refused at the stale number 4, stored at the next free one"
+    assert newest[-1].seq == 6
+    assert third.seq == 7
+    assert third_write == ["insert"]
+    docs = await direct[database]["messages"].find({"room": "r"}).sort("seq").to_list()
+    assert [(d["seq"], d["client_id"]) for d in docs] == [
+        (1, "b0"),
+        (2, "b1"),
+        (3, "a1"),
+        (4, "b2"),
+        (5, "a2"),
+        (6, "b3"),
+        (7, "a3"),
+    ], "every number used once, none skipped"
 
 
 async def test_a_write_too_big_for_one_command_goes_out_in_several_in_order(

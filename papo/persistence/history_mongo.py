@@ -6,8 +6,8 @@ batch (drafts of any number of rooms) takes the numbers after each room's highes
 sequence and is written with one ordered insert, with journaled write concern, before
 anyone is acknowledged; the (room, seq) index settles races between nodes and the
 ``_id``, a message's draft key, turns a retried send into a duplicate (see ``_insert``).
-In the common case a batch costs one round trip: the node remembers the last number it
-wrote per room and only reads the highest stored one again after losing a race.
+In the common case a batch costs one round trip: the node remembers the highest number
+it wrote or read per room (a join reads it) and only reads it again after losing a race.
 
 Why the draft key is the ``_id`` and not an index of its own: MongoDB keeps a unique
 index on ``_id`` whatever it holds, and every index is work in every insert. With a
@@ -155,8 +155,10 @@ class MongoHistory:
         self._database = db
         self._durable = durable.document
         self._messages: AsyncCollection[Document] = db["messages"]
-        # room -> the last sequence this node stored there (a guess other nodes may beat)
-        self._last_written: dict[str, int] = {}
+        # room -> the highest sequence this node knows is stored there, from its own
+        # writes and its reads: a guess other nodes may beat, never one past the truth
+        # (stored numbers only grow), so a stale guess costs a refused insert, never a gap
+        self._highest: dict[str, int] = {}
         # Reads run at most this many at a time. A node's first sends after a start look
         # up every busy room's highest sequence at once, and reconnecting clients read
         # many rooms at once: one query per room all at once would open a connection (a
@@ -231,7 +233,7 @@ class MongoHistory:
         sent_when_lost: set[DraftKey] = set()
         while pending:
             rooms = list(dict.fromkeys(draft.room for draft in pending))
-            last = {room: self._last_written.get(room) for room in rooms}
+            last = {room: self._highest.get(room) for room in rooms}
             unknown = [room for room, seq in last.items() if seq is None]
             known = await self.last_seqs(unknown) if unknown else {}
             following = {
@@ -268,7 +270,7 @@ class MongoHistory:
                             f"room {loser.room}: lost the sequence race {MAX_SEQUENCE_RACES} times"
                         ) from exc
                     pending = pending[inserted:]
-                    self._last_written.pop(loser.room, None)
+                    self._highest.pop(loser.room, None)
                 continue
             except AutoReconnect as exc:
                 self._forget(rooms)  # the write may or may not have landed
@@ -362,12 +364,21 @@ class MongoHistory:
 
     def _forget(self, rooms: list[str]) -> None:
         for room in rooms:
-            self._last_written.pop(room, None)
+            self._highest.pop(room, None)
 
     def _remember(self, room: str, seq: int) -> None:
-        if len(self._last_written) >= MAX_REMEMBERED_ROOMS and room not in self._last_written:
-            self._last_written.clear()
-        self._last_written[room] = seq
+        if len(self._highest) >= MAX_REMEMBERED_ROOMS and room not in self._highest:
+            self._highest.clear()
+        self._highest[room] = seq
+
+    def _learn(self, room: str, seq: int) -> None:
+        """A read saw ``seq`` as the room's highest. A member joining a room reads it
+        (papo answers a join with the room's last number), so the room's first send
+        after a start finds its number known instead of reading it inside the write
+        that every room's sends share. A read that started before this node's own
+        write ended may be older than what it knows: never go back."""
+        if seq > self._highest.get(room, -1):
+            self._remember(room, seq)
 
     async def _last_seq(self, room: str) -> int:
         async with self._reads:
@@ -388,11 +399,15 @@ class MongoHistory:
         cursor = self._messages.find(query).sort("seq", DESCENDING).limit(limit)
         async with self._reads:
             newest_first = [_stored(doc) async for doc in cursor]
+        if seq is None:  # the newest page: it starts at the room's highest number
+            self._learn(room, newest_first[0].seq if newest_first else 0)
         return newest_first[::-1]
 
     async def last_seqs(self, rooms: Sequence[str]) -> dict[str, int]:
         unique = list(dict.fromkeys(rooms))
         seqs = await asyncio.gather(*(self._last_seq(room) for room in unique))
+        for room, seq in zip(unique, seqs, strict=True):
+            self._learn(room, seq)
         return dict(zip(unique, seqs, strict=True))
 
     async def edit(self, room: str, seq: int, sender_id: str, text: str) -> Stored | None:
