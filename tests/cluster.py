@@ -67,6 +67,7 @@ class Cluster:
     nodes: list[Node] = field(default_factory=list)
     redis_port: int = 0
     redis: ManagedProcess | None = None
+    env: dict[str, str] = field(default_factory=dict)  # more PAPO_* settings for every node
 
     @property
     def redis_url(self) -> str:
@@ -102,6 +103,7 @@ class Cluster:
             "PAPO_LOG_FORMAT": "text",
             "PAPO_WS_FRAMES_PER_SECOND": "1000",
             "PAPO_WS_FRAME_BURST": "1000",
+            **self.env,
         }
 
     async def start_nodes(self, count: int) -> None:

@@ -69,6 +69,43 @@ async def _joined(client: PapoClient, user_id: str) -> None:
         pass
 
 
+async def test_a_rooms_first_messages_cross_nodes_without_waiting_out_reordering(
+    base_settings: Settings,
+) -> None:
+    """A node holds a message that arrives past a gap for the reorder wait (messages of
+    two nodes crossing in Redis). The first message of a room its members just joined
+    is not held so: each member's join said which messages it needs."""
+    work_dir = Path(tempfile.mkdtemp(prefix="papo-cluster-"))
+    slow_reorder = {"PAPO_REORDER_WAIT_SECONDS": "3"}
+    cluster = Cluster(base_settings, TEST_JWT_SECRET, work_dir, env=slow_reorder)
+    try:
+        cluster.start_redis()
+        await cluster.start_nodes(2)
+        ana_user, bob_user = await _users(cluster.nodes[0], 2, "first")
+        ana = await _client(cluster.nodes[0], ana_user)
+        bob = await _client(cluster.nodes[1], bob_user)
+        try:
+            room = (await ana.request("room.create", name="fresh"))["id"]
+            await ana.request("room.join", room=room)
+            await bob.request("room.join", room=room)
+            await _joined(ana, bob.user_id)
+            started = time.monotonic()
+            acks = [await ana.send_message(room, f"m{n}") for n in range(3)]
+            seen = {}
+            for reader in (ana, bob):  # ana on the sender's node, bob on the other
+                seen[reader.user_id] = [(await _next_of(reader, "message"))["seq"] for _ in acks]
+            elapsed = time.monotonic() - started
+        finally:
+            await ana.close()
+            await bob.close()
+    finally:
+        cluster.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    assert seen == {ana.user_id: [1, 2, 3], bob.user_id: [1, 2, 3]}
+    assert [ack["seq"] for ack in acks] == [1, 2, 3]
+    assert elapsed < 1.5, f"{elapsed:.2f} s: the first message waited out the reorder window"
+
+
 async def test_messages_dms_presence_and_typing_cross_nodes(cluster: Cluster) -> None:
     ana_user, bob_user, cat_user = await _users(cluster.nodes[0], 3, "cross")
     ana = await _client(cluster.nodes[0], ana_user)

@@ -149,6 +149,7 @@ class Chat:
             last_seq = (
                 recent[-1].seq if recent else (await self.hub.history.last_seqs([room.id]))[room.id]
             )
+            self.hub.listening_from(connection, room.id, last_seq)
             online = await self.hub.presence.online(room.id)
         except BaseException:
             self._flush(connection, room.id, sent_up_to=0)
@@ -340,6 +341,7 @@ class Chat:
             if room not in connection.rooms:
                 await self.hub.subscribe(connection, room)
             last = (await self.hub.history.last_seqs([room]))[room]
+            self.hub.listening_from(connection, room, last)
             if after > last:  # it saw messages history lacks: lost by a node that died
                 self.hub.writers.saw(room, after)
             missed = max(0, last - after)

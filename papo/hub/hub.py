@@ -192,18 +192,28 @@ class Hub:
         log.warning("slow consumer closed", extra={"connection": connection.id})
 
     async def subscribe(self, connection: Connection, room: str) -> None:
+        """Listen to ``room``. The caller reads the room's last number next and says so
+        (``listening_from``): until every new listener has, the room's first message
+        here waits the sequencer's opening window."""
         connection.rooms.add(room)
         self.writers.expect(room)
-        await self.fanout.listen(room_channel(room), connection)
+        channel = room_channel(room)
+        self.fanout.sequencer.coming(channel, room, connection.id)
+        await self.fanout.listen(channel, connection)
         if await self.presence.add(room, connection.principal.user, connection.id):
             await self.fanout.publish(
                 room_channel(room), PresenceChanged(room=room, joined=[connection.principal.user])
             )
 
+    def listening_from(self, connection: Connection, room: str, seq: int) -> None:
+        """``connection`` subscribed to ``room``, then read ``seq`` as its last number."""
+        self.fanout.sequencer.needs_after(room_channel(room), room, connection.id, seq)
+
     async def unsubscribe(self, connection: Connection, room: str) -> None:
         if room not in connection.rooms:
             return
         connection.rooms.discard(room)
+        self.fanout.sequencer.gone(room_channel(room), room, connection.id)
         connection.catching_up.pop(room, None)
         if connection.typing_in.pop(room, None) is not None:
             await self.fanout.publish(

@@ -12,9 +12,15 @@ channel carrying a DM. Per stream it remembers the last sequence handed out:
   ``gap_wait`` seconds they are read from history (a published message was stored
   first, and sequences are gapless, so history has every lower number).
 
-A new stream opens a ``gap_wait`` window and starts from the lowest number seen in it,
-so messages reordered right at subscription time are still handed out in order. With
-an ``ordered`` broker (one node) the window is zero and nothing is ever held.
+Where a stream starts: a listener joining or resuming a room reads the room's last
+number after it subscribed, and needs every message after it. When every listener of a
+room here has said so (``coming``, then ``needs_after``) before the room's first
+message arrives, the stream starts after the lowest of those numbers and that message
+goes straight through (or, past a gap, waits ``gap_wait`` for the missing ones and then
+reads them from history, like any gap). Otherwise, with a listener's number still
+unknown, the stream opens a ``gap_wait`` window and starts from the lowest number seen
+in it, so messages reordered right at subscription time are still handed out in order.
+With an ``ordered`` broker (one node) nothing is ever held.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ Encode = Callable[[Stored], str]
 
 FILL_PAGE = 500
 RETRY_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class _Opening:
+    """A room's listeners on this node before its stream exists."""
+
+    pending: set[str] = field(default_factory=set)  # listeners whose start is not known yet
+    floor: int | None = None  # the lowest number after which a listener needs messages
 
 
 @dataclass(slots=True)
@@ -61,8 +75,35 @@ class Sequencer:
         self._metrics = metrics
         self.gap_wait = gap_wait
         self._streams: dict[tuple[str, str], _Stream] = {}
+        self._openings: dict[tuple[str, str], _Opening] = {}
         self._rooms_of: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def coming(self, channel: str, room: str, listener: str) -> None:
+        """``listener`` subscribed to ``room`` and will say which messages it needs."""
+        key = (channel, room)
+        if self.gap_wait <= 0 or key in self._streams:
+            return
+        opening = self._openings.get(key)
+        if opening is None:
+            opening = self._openings[key] = _Opening()
+            self._rooms_of.setdefault(channel, set()).add(room)
+        opening.pending.add(listener)
+
+    def needs_after(self, channel: str, room: str, listener: str, seq: int) -> None:
+        """``listener`` read ``seq`` as the room's last number after it subscribed: it
+        needs every message after it, and none before."""
+        opening = self._openings.get((channel, room))
+        if opening is None or listener not in opening.pending:
+            return  # the stream is already running, or the listener is not one we wait for
+        opening.pending.discard(listener)
+        opening.floor = seq if opening.floor is None else min(opening.floor, seq)
+
+    def gone(self, channel: str, room: str, listener: str) -> None:
+        """``listener`` left before saying what it needs: it needs nothing."""
+        opening = self._openings.get((channel, room))
+        if opening is not None:
+            opening.pending.discard(listener)
 
     def offer(self, channel: str, room: str, seq: int, text: str) -> None:
         key = (channel, room)
@@ -70,8 +111,11 @@ class Sequencer:
         if stream is None:
             stream = self._streams[key] = _Stream()
             self._rooms_of.setdefault(channel, set()).add(room)
+            opening = self._openings.pop(key, None)
             if self.gap_wait <= 0:
                 stream.last = seq - 1
+            elif opening is not None and not opening.pending and opening.floor is not None:
+                stream.last = opening.floor  # every listener said what it needs
             else:
                 stream.held[seq] = text
                 stream.timer = asyncio.get_running_loop().call_later(self.gap_wait, self._open, key)
@@ -95,6 +139,7 @@ class Sequencer:
     def forget(self, channel: str) -> None:
         """The node stopped listening to ``channel``: drop its streams."""
         for room in self._rooms_of.pop(channel, ()):
+            self._openings.pop((channel, room), None)
             stream = self._streams.pop((channel, room), None)
             if stream is not None and stream.timer is not None:
                 stream.timer.cancel()

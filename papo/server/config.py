@@ -107,6 +107,7 @@ class ScaleSettings:
     broker: BrokerChoice = "auto"
     redis_sharded: bool = False
     presence_ttl_seconds: float = 6.0
+    reorder_wait_seconds: float = 0.05
     node_id: str = ""
 
     def uses_redis(self, urls: ServiceUrls) -> bool:
@@ -214,6 +215,9 @@ class Settings:
                 redis_sharded=reader.flag("PAPO_REDIS_SHARDED", False),
                 presence_ttl_seconds=reader.number(
                     "PAPO_PRESENCE_TTL_SECONDS", 6.0, low=1.0, high=300.0
+                ),
+                reorder_wait_seconds=reader.number(
+                    "PAPO_REORDER_WAIT_SECONDS", 0.05, low=0.001, high=10.0
                 ),
                 node_id=reader.node_id("PAPO_NODE_ID"),
             ),

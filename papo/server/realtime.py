@@ -78,6 +78,7 @@ def hub_limits(settings: Settings) -> HubLimits:
         auth_timeout=rt.auth_timeout_seconds,
         heartbeat_seconds=rt.heartbeat_seconds,
         dashboard_interval=rt.dashboard_interval_seconds,
+        gap_wait_seconds=settings.scale.reorder_wait_seconds,
     )
 
 
