@@ -16,10 +16,9 @@ that tag and skipped. Local recipients so never wait for the round trip through 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -34,13 +33,6 @@ from papo.protocol.frames import Event, MessageEvent, RoomLeft, UserRef
 
 encoder = msgspec.json.Encoder()
 ORIGIN_BYTES = 8  # the publishing node's tag in front of payloads on a shared broker
-
-# Sends what ``Fanout.announce`` handed out locally to the other nodes, when awaited.
-BrokerSend = Callable[[], Awaitable[None]]
-
-
-async def _nothing_to_send() -> None:
-    """A node alone: its listeners are every listener there is."""
 
 
 class WriteBatches(Protocol):
@@ -183,33 +175,24 @@ class Fanout:
         await self.publish_batches([(channel, events)])
 
     async def publish_batches(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
-        """Publish each channel's events in order: to this node's listeners, then to the
-        other nodes through the broker."""
-        await self.announce(batches)()
-
-    def announce(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> BrokerSend:
-        """Give each channel's events to this node's listeners now, and return what
-        publishes them to the other nodes, for the caller to start when its order allows.
+        """Publish each channel's events in order.
 
         Local listeners get a channel's several events as one batch (one write per
         socket); a single event is written to each socket at once. With a shared broker
         they get them before the round trip, and all channels go to the broker in one.
-        The message writer starts a batch's publish only once the one before it is
-        through, and stores the next batch meanwhile (``writer.py``).
         """
         if self._here_only:
             self.hand_out(batches)
-            return _nothing_to_send
+            return
         packed = [(channel, [pack(event) for event in events]) for channel, events in batches]
         for channel, payloads in packed:
             with self._batch(payloads):
                 for payload in payloads:
                     self._route(channel, payload)
         origin = self._origin
-        tagged = [
-            (channel, origin + payload) for channel, payloads in packed for payload in payloads
-        ]
-        return functools.partial(self.broker.publish_many, tagged)
+        await self.broker.publish_many(
+            [(channel, origin + payload) for channel, payloads in packed for payload in payloads]
+        )
 
     def hand_out(self, batches: Sequence[tuple[str, Sequence[Event]]]) -> None:
         """Give each channel's events to this node's listeners now, without the broker.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from papo.hub.broker import Broker
 from papo.hub.connection import Connection, Principal, State, Transport
 from papo.hub.dashboard import DashboardFeed
-from papo.hub.fanout import BrokerSend, Fanout, message_event, room_channel, user_channel
+from papo.hub.fanout import Fanout, message_event, room_channel, user_channel
 from papo.hub.history import History, Stored
 from papo.hub.history_reads import SharedReads
 from papo.hub.metrics import HubMetrics
@@ -158,11 +158,11 @@ class Hub:
     async def publish_to_room(self, room: str, event: Event) -> None:
         await self.fanout.publish_batches([(channel, (event,)) for channel in _channels(room)])
 
-    def _publish_messages(self, messages: Sequence[Stored]) -> BrokerSend:
+    async def _publish_messages(self, messages: Sequence[Stored]) -> None:
         # Duplicates (retried sends) are published again: if the first attempt stored the
         # message but could not publish it, this is where the room gets it; nodes drop
         # copies they already handed out.
-        return self.fanout.announce(_message_batches(messages))
+        await self.fanout.publish_batches(_message_batches(messages))
 
     def _hand_out_messages(self, messages: Sequence[Stored]) -> None:
         self.fanout.hand_out(_message_batches(messages))

@@ -2,18 +2,12 @@
 
 Every send on this node waits in one line. A single task takes everything waiting
 (drafts of any rooms, up to ``MAX_BATCH``), stores it durably in one ``History.append``
-call, hands the new messages to this node's listeners, and publishes them to the other
-nodes room by room in sequence order; the senders' futures resolve once the broker has
-them. As in a database's group commit, the ack waits for durability while one
-journaled write serves every sender in every room that spoke meanwhile: 100 rooms
+call, then publishes the new messages room by room in sequence order and resolves the
+senders' futures. As in a database's group commit, the ack waits for durability while
+one journaled write serves every sender in every room that spoke meanwhile: 100 rooms
 talking at once cost one history round trip, not 100. The line is FIFO and the store
 numbers each room's drafts in the order given, so one sender's messages keep their
 order and each room's messages are published in the order of their sequence numbers.
-
-A batch's broker publish runs while the next batch is stored: one write and one
-publish in flight at a time, so the line moves at the pace of the slower of the two
-round trips rather than of both in turn. A publish starts only once the one before it
-is through, which keeps the broker's order.
 
 A single node numbers messages itself and stores them after fan-out (``write_behind.py``).
 """
@@ -24,11 +18,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from papo.hub.fanout import BrokerSend
 from papo.hub.history import Draft, History, Stored
 from papo.hub.metrics import HubMetrics
 from papo.hub.tasks import stop_task
@@ -37,9 +30,7 @@ log = logging.getLogger("papo.hub")
 
 MAX_BATCH = 1024
 
-# Hands stored messages to this node's listeners at once and returns what publishes
-# them to the other nodes (``Fanout.announce``).
-Publish = Callable[[Sequence[Stored]], BrokerSend]
+Publish = Callable[[Sequence[Stored]], Awaitable[None]]
 
 
 class Writer(Protocol):
@@ -75,8 +66,6 @@ class MessageWriter:
         self._waiting: deque[Pending] = deque()
         # Exists exactly while drafts wait or a write is in flight.
         self._task: asyncio.Task[None] | None = None
-        # The last batch's broker publish, and its senders' acks, while it runs.
-        self._publishing: asyncio.Task[None] | None = None
         self._accepting = True
 
     def submit(self, draft: Draft) -> asyncio.Future[Stored]:
@@ -116,27 +105,7 @@ class MessageWriter:
         self._metrics.messages.inc(sum(1 for message in stored if not message.duplicate))
         unique = list({(message.room, message.seq): message for message in stored}.values())
         try:
-            send = self._publish(unique)  # this node's listeners have them now
-        except Exception as exc:
-            log.warning("publish failed after store", extra={"error": repr(exc)})
-            fail((item.done for item in batch), exc)
-            return
-        if self._publishing is not None:
-            await self._publishing  # the previous batch's publish, which ran during this write
-        self._publishing = asyncio.create_task(
-            self._acknowledge(send, batch, stored), name="papo-message-publish"
-        )
-
-    async def _acknowledge(
-        self, send: BrokerSend, batch: list[Pending], stored: list[Stored]
-    ) -> None:
-        """Publish a stored batch to the other nodes, then answer its senders. Never
-        raises but when cancelled: a failure is the senders' answer."""
-        try:
-            await send()
-        except asyncio.CancelledError:  # drain gave up on this publish: no ack
-            fail((item.done for item in batch), RuntimeError("papo is shutting down"))
-            raise
+            await self._publish(unique)
         except Exception as exc:
             log.warning("publish failed after store", extra={"error": repr(exc)})
             fail((item.done for item in batch), exc)
@@ -152,22 +121,21 @@ class MessageWriter:
         """Nothing to prepare: the store numbers each send as it writes it."""
 
     async def drain(self, seconds: float) -> None:
-        """Stop taking drafts and wait (up to ``seconds``) for queued ones to be written
-        and published."""
+        """Stop taking drafts and wait (up to ``seconds``) for queued ones to be written."""
         self._accepting = False
+        task = self._task
+        if task is None:
+            return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while self._task is not None or (self._publishing and not self._publishing.done()):
+        while self._task is not None:
             if loop.time() > deadline:
                 log.warning("drain timed out with unwritten messages (not acknowledged)")
                 break
             await asyncio.sleep(0.01)
         fail((item.done for item in self._waiting), RuntimeError("papo is shutting down"))
         self._waiting.clear()
-        # A write or publish still in flight after the deadline is abandoned, unacked.
-        for task in (self._task, self._publishing):
-            if task is not None:
-                await stop_task(task)
+        await stop_task(task)  # a write still in flight after the deadline is abandoned, unacked
 
 
 def fail(futures: Iterable[asyncio.Future[Stored]], exc: Exception) -> None:
