@@ -8,6 +8,7 @@ outage refuses sends instead of losing them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -27,17 +28,26 @@ from tests.conftest import TEST_JWT_SECRET, Session, make_role, register_and_log
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-async def cluster(base_settings: Settings) -> AsyncIterator[Cluster]:
+@contextlib.asynccontextmanager
+async def _running(
+    base_settings: Settings, nodes: int, env: dict[str, str] | None = None
+) -> AsyncIterator[Cluster]:
+    """``nodes`` nodes on a Redis of their own, with ``env`` added to each node's."""
     work_dir = Path(tempfile.mkdtemp(prefix="papo-cluster-"))
-    running = Cluster(base_settings, TEST_JWT_SECRET, work_dir)
+    running = Cluster(base_settings, TEST_JWT_SECRET, work_dir, env=env or {})
     try:
         running.start_redis()
-        await running.start_nodes(3)
+        await running.start_nodes(nodes)
         yield running
     finally:
         running.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def cluster(base_settings: Settings) -> AsyncIterator[Cluster]:
+    async with _running(base_settings, 3) as running:
+        yield running
 
 
 def _figures(scenario: str, **figures: object) -> None:
@@ -75,12 +85,8 @@ async def test_a_rooms_first_messages_cross_nodes_without_waiting_out_reordering
     """A node holds a message that arrives past a gap for the reorder wait (messages of
     two nodes crossing in Redis). The first message of a room its members just joined
     is not held so: each member's join said which messages it needs."""
-    work_dir = Path(tempfile.mkdtemp(prefix="papo-cluster-"))
     slow_reorder = {"PAPO_REORDER_WAIT_SECONDS": "3"}
-    cluster = Cluster(base_settings, TEST_JWT_SECRET, work_dir, env=slow_reorder)
-    try:
-        cluster.start_redis()
-        await cluster.start_nodes(2)
+    async with _running(base_settings, 2, slow_reorder) as cluster:
         ana_user, bob_user = await _users(cluster.nodes[0], 2, "first")
         ana = await _client(cluster.nodes[0], ana_user)
         bob = await _client(cluster.nodes[1], bob_user)
@@ -98,9 +104,6 @@ async def test_a_rooms_first_messages_cross_nodes_without_waiting_out_reordering
         finally:
             await ana.close()
             await bob.close()
-    finally:
-        cluster.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
     assert seen == {ana.user_id: [1, 2, 3], bob.user_id: [1, 2, 3]}
     assert [ack["seq"] for ack in acks] == [1, 2, 3]
     assert elapsed < 1.5, f"{elapsed:.2f} s: the first message waited out the reorder window"
