@@ -202,7 +202,7 @@ class Hub:
         await self.fanout.listen(channel, connection)
         if await self.presence.add(room, connection.principal.user, connection.id):
             await self.fanout.publish(
-                room_channel(room), PresenceChanged(room=room, joined=[connection.principal.user])
+                channel, PresenceChanged(room=room, joined=[connection.principal.user])
             )
 
     def listening_from(self, connection: Connection, room: str, seq: int) -> None:
