@@ -64,6 +64,10 @@ class Transport(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(slots=True)
 class Principal:
     """Who is on the connection; refreshed in place by ``auth.refresh``."""
@@ -127,9 +131,17 @@ class Connection:
         self.close_code: int | None = None
         # Called once when papo starts closing this connection (the transport's owner
         # uses it to stop reading after a grace period).
-        self.on_closing: Callable[[], None] = lambda: None
+        self.on_closing: Callable[[], None] = _nothing
         # Called after ``auth.refresh`` replaced the principal (re-arms the expiry timer).
-        self.on_reauthenticated: Callable[[], None] = lambda: None
+        self.on_reauthenticated: Callable[[], None] = _nothing
+
+    def drop_hooks(self) -> None:
+        """Forget the hooks once the connection is detached. They are bound methods of
+        the transport's owner and the session, which both hold this connection: left
+        set, every closed connection stays a reference cycle (about 30 objects) that
+        only a full pass of the cycle collector frees, and each such pass stops the
+        loop for every connection still open."""
+        self.on_closing = self.on_reauthenticated = _nothing
 
     @property
     def user_id(self) -> str:

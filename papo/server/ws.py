@@ -436,6 +436,7 @@ class WebSocketProtocol(asyncio.Protocol):
         assert connection is not None
         assert self.state is not None
         self.connection = None
+        connection.drop_hooks()  # the socket is gone: nothing for them to do
         context_id.set(self.id)
         try:
             if session is not None:
