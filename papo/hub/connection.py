@@ -136,7 +136,7 @@ class Connection:
         self.on_reauthenticated: Callable[[], None] = _nothing
 
     def drop_hooks(self) -> None:
-        """Forget the hooks once the connection is detached. They are bound methods of
+        """Forget the hooks once the connection's socket is gone. They are bound methods of
         the transport's owner and the session, which both hold this connection: left
         set, every closed connection stays a reference cycle (about 30 objects) that
         only a full pass of the cycle collector frees, and each such pass stops the
