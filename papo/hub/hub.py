@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from papo.hub.broker import Broker
 from papo.hub.connection import Connection, Principal, State, Transport
 from papo.hub.dashboard import DashboardFeed
+from papo.hub.deadlines import Deadlines
 from papo.hub.fanout import Fanout, message_event, room_channel, user_channel
 from papo.hub.history import History, Stored
 from papo.hub.history_reads import SharedReads
@@ -108,6 +109,7 @@ class Hub:
         self.fanout.on_left = self._left_elsewhere
         self._background: set[asyncio.Task[None]] = set()
         self.connections: dict[str, Connection] = {}
+        self.deadlines = Deadlines()  # every connection's keepalive and token expiry
         self.dashboard = DashboardFeed(self, node, limits.dashboard_interval)
         self.accepting = True
         self._all_gone = asyncio.Event()
@@ -130,6 +132,7 @@ class Hub:
             ("room store", self.rooms.close),
         ):
             await shutdown_step(step(), step_seconds, what)
+        self.deadlines.close()
 
     async def _presence_changed(self, room: str, user: UserRef, online: bool) -> None:
         """Presence learned from the shared store (a crashed node's users expiring, or

@@ -61,9 +61,11 @@ class Session:
         "_pending",
         "_refilled",
         "_strikes",
-        "_timer",
         "_tokens",
+        "_warned",
+        "_watched",
         "connection",
+        "deadline_slot",
         "hub",
         "registry",
     )
@@ -79,7 +81,10 @@ class Session:
         self._strikes: list[float] | None = None
         self._freed: asyncio.Future[None] | None = None  # a reader waits for a send's answer
         self._pending: set[asyncio.Future[Stored]] | None = None
-        self._timer: asyncio.TimerHandle | None = None  # expiry warning, then expiry
+        # The token expiry watched (its warning first, unless too late for one).
+        self._watched: float | None = None
+        self._warned = False
+        self.deadline_slot: int | None = None  # kept by the hub's deadlines
 
     # --- replies ---------------------------------------------------------------------------
 
@@ -252,40 +257,34 @@ class Session:
     # --- token expiry ----------------------------------------------------------------------
 
     def watch_expiry(self) -> None:
-        """Arm one timer (not a task: idle connections stay cheap) for the expiry warning,
-        which then arms the close; a later ``auth.refresh`` re-arms it."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        expires_at = self.connection.principal.expires_at
+        """Set one deadline (an entry on the node's timer, not a timer of its own: idle
+        connections stay cheap) for the expiry warning, which then sets the close; a
+        later ``auth.refresh`` sets it again."""
+        deadlines = self.hub.deadlines
+        deadlines.cancel(self)
+        expires_at = self._watched = self.connection.principal.expires_at
         if expires_at is None:
             return
-        loop = asyncio.get_running_loop()
         warn_in = expires_at - self.hub.limits.token_warning_seconds - time.time()
-        if warn_in > 0:
-            self._timer = loop.call_later(warn_in, self._warn, expires_at)
-        else:
-            self._arm_expiry(expires_at)
+        self._warned = warn_in <= 0  # too late to warn: only the close is left
+        deadlines.set_in(self, warn_in if warn_in > 0 else expires_at - time.time())
 
-    def _warn(self, expires_at: float) -> None:
-        self.send_event(f.TokenExpiring(expires_at=expires_at))
-        self._arm_expiry(expires_at)
-
-    def _arm_expiry(self, expires_at: float) -> None:
-        self._timer = asyncio.get_running_loop().call_later(
-            max(0.0, expires_at - time.time()), self._expire, expires_at
-        )
-
-    def _expire(self, expires_at: float) -> None:
-        self._timer = None
-        if self.connection.principal.expires_at == expires_at:
+    def deadline_due(self) -> None:
+        expires_at = self._watched
+        if expires_at is None:
+            return
+        if not self._warned:
+            self._warned = True
+            self.send_event(f.TokenExpiring(expires_at=expires_at))
+            self.hub.deadlines.set_in(self, expires_at - time.time())
+        elif self.connection.principal.expires_at == expires_at:
+            self._watched = None
             self.hub.metrics.closes.labels(str(int(CloseCode.TOKEN_EXPIRED))).inc()
             self.connection.close_soon(CloseCode.TOKEN_EXPIRED)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._watched = None
+        self.hub.deadlines.cancel(self)
         if self._pending:
             # Sends in flight get a while to be acknowledged; past it their writes go on,
             # and only this session stops waiting for them.

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import random
 import struct
@@ -64,6 +65,14 @@ CLOSE_GRACE_SECONDS = 5.0  # for the peer to answer our close frame, or a stuck 
 INBOX_FRAMES = 32  # frames read ahead of the handler before the socket is paused
 
 
+class _Due(enum.Enum):
+    """What a connection's one deadline is for."""
+
+    PING = "send the next keepalive ping"
+    PONG = "the ping's answer is late: the peer is gone"
+    ABORT = "our close frame got no answer: drop the socket"
+
+
 def websocket_protocol(app: Starlette) -> Callable[..., WebSocketProtocol]:
     """uvicorn's ``ws`` protocol factory for ``app``: every upgrade becomes ours."""
 
@@ -93,6 +102,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_batcher",
         "_closing",
         "_drained",
+        "_due",
         "_first_frame",
         "_fragments",
         "_held",
@@ -102,10 +112,10 @@ class WebSocketProtocol(asyncio.Protocol):
         "_read_paused",
         "_registry",
         "_task",
-        "_timer",
         "_transport",
         "_watchdog",
         "connection",
+        "deadline_slot",
         "id",
         "lost",
         "session",
@@ -134,7 +144,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._fragments: list[bytes] | None = None
         self._first_frame: asyncio.Future[str | bytes] | None = None
         self._task: asyncio.Task[None] | None = None  # auth, then frame handling, then cleanup
-        self._timer: asyncio.TimerHandle | None = None  # keepalive ping or pong deadline
+        # What this connection's deadline on the hub's timer is for, when it has one.
+        self._due = _Due.PING
+        self.deadline_slot: int | None = None
         self._ping_payload: bytes | None = None
         self._watchdog: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
 
@@ -149,7 +161,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self._registry.discard(self)
-        self._cancel_timer()
+        self._cancel_deadline()
         self._held = None
         if self._inbox:
             self._inbox.clear()
@@ -516,17 +528,12 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._closing or self.wire.state is not WireState.OPEN:
             return
         self._closing = True
-        self._cancel_timer()
         if reason is None:
             reason = CLOSE_INFO[CloseCode(code)].reason if code in CloseCode else ""
         self.wire.send_close(code, reason)
         self._write_output()
         # The peer has this long to answer before the socket is dropped.
-        self._timer = asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self._abort)
-
-    def _abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+        self._set_deadline(_Due.ABORT, CLOSE_GRACE_SECONDS)
 
     def _write_output(self) -> None:
         transport = self._transport
@@ -545,30 +552,38 @@ class WebSocketProtocol(asyncio.Protocol):
         assert self.state is not None
         interval = self.state.realtime.hub.limits.heartbeat_seconds
         if interval > 0 and not self._closing and not self.lost:
-            self._cancel_timer()
-            self._timer = asyncio.get_running_loop().call_later(interval, self._ping)
+            self._set_deadline(_Due.PING, interval)
+
+    def deadline_due(self) -> None:
+        if self._due is _Due.ABORT:
+            if self._transport is not None:
+                self._transport.abort()
+        elif self._closing or self.lost:
+            return
+        elif self._due is _Due.PING:
+            self._ping()
+        else:
+            self._pong_missed()
 
     def _ping(self) -> None:
         assert self.state is not None
-        if self._closing or self.lost:
-            return
         self._ping_payload = struct.pack("!I", random.getrandbits(32))
         self.wire.send_ping(self._ping_payload)
         self._write_output()
-        timeout = self.state.realtime.hub.limits.heartbeat_seconds
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._pong_missed)
+        self._set_deadline(_Due.PONG, self.state.realtime.hub.limits.heartbeat_seconds)
 
     def _pong_missed(self) -> None:
-        self._timer = None
-        if self._closing or self.lost:
-            return
         self.wire.fail(1011, "keepalive ping timeout")
         self._closing = True
         self._write_output()
         if self._transport is not None:
             self._transport.close()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _set_deadline(self, due: _Due, seconds: float) -> None:
+        assert self.state is not None
+        self._due = due
+        self.state.realtime.hub.deadlines.set_in(self, seconds)
+
+    def _cancel_deadline(self) -> None:
+        if self.deadline_slot is not None and self.state is not None:
+            self.state.realtime.hub.deadlines.cancel(self)
