@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect as connect_ws
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from papo.client import PapoClient
+from papo.protocol.close_codes import CloseCode
 from papo.server.config import Settings
 from papo.server.runner import RunningServer
 from tests.conftest import (
@@ -210,6 +211,36 @@ async def test_a_peer_that_never_answers_pings_is_dropped(
     assert close
     assert struct.unpack("!H", close[0][:2])[0] == 1011
     writer.close()
+
+
+async def test_a_peer_that_never_answers_papos_close_is_dropped_after_the_grace(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("papo.server.ws.CLOSE_GRACE_SECONDS", 0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    # A masked first frame that is no auth frame: papo answers with an error and its
+    # close frame, then waits for the peer's close, which never comes.
+    payload = b'{"type": "nothing"}'
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ mask[n % 4] for n, byte in enumerate(payload))
+    writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+    started = time.monotonic()
+    try:
+        data = await asyncio.wait_for(reader.read(-1), 5)  # until papo drops the socket
+    finally:
+        writer.close()
+    waited = time.monotonic() - started
+    assert b"token_missing" in data
+    close_at = data.rfind(b"\x88")
+    assert close_at > 0, "papo sent its close frame"
+    assert struct.unpack("!H", data[close_at + 2 : close_at + 4])[0] == CloseCode.AUTH_FAILED
+    assert 0.3 <= waited < 2, "dropped once the grace was over, not before"
 
 
 @asynccontextmanager
