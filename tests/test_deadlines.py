@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import logging
 from collections.abc import Callable
 
 import pytest
 
-from papo.hub.deadlines import Deadlines
+from papo.hub.deadlines import TURN_OWNERS, Deadlines
 
 RESOLUTION = 0.02
 
@@ -109,6 +110,19 @@ async def test_closed_deadlines_call_nobody() -> None:
     await _settle(deadlines, 0.05)
     assert fired == []
     assert owner.deadline_slot is None
+    # Closed halfway through a burst: the rest of it is not handled either.
+    deadlines = Deadlines(RESOLUTION)
+    burst = [Owner(str(n), fired) for n in range(3 * TURN_OWNERS)]
+    begun = asyncio.Event()
+    burst[0].then = begun.set
+    for one in burst:
+        deadlines.set_in(one, 0.02)
+    await begun.wait()  # woken between the burst's first turn and its second
+    deadlines.close()
+    handled = len(fired)
+    await _settle(deadlines, 0.05)
+    assert len(fired) == handled < len(burst)
+    assert all(one.deadline_slot is None for one in burst)
 
 
 async def test_a_thousand_deadlines_cost_one_loop_timer() -> None:
@@ -126,3 +140,24 @@ async def test_a_thousand_deadlines_cost_one_loop_timer() -> None:
     assert timers() - before <= 1
     await _settle(deadlines, 0.09)
     assert len(fired) == 1000
+
+
+async def test_deadlines_due_together_leave_the_loop_turns_between_them() -> None:
+    """Clients that connected together get their pings together: thousands at once must
+    not hold up every other callback until the last is handled."""
+    deadlines = Deadlines(RESOLUTION)
+    fired: list[tuple[str, float]] = []
+    owners = [Owner(str(n), fired) for n in range(5 * TURN_OWNERS)]
+    for owner in owners:
+        deadlines.set_in(owner, 0.03)
+    deadlines.cancel(owners[-1])
+    seen: list[int] = []
+    while len(fired) < len(owners) - 1:
+        seen.append(len(fired))
+        await asyncio.sleep(0)
+    # Other callbacks ran while only part of them had been handled.
+    assert any(0 < count < len(owners) - 1 for count in seen)
+    assert max(b - a for a, b in itertools.pairwise(seen)) <= TURN_OWNERS
+    await asyncio.sleep(2 * RESOLUTION)
+    assert len(fired) == len(owners) - 1
+    assert len(deadlines) == 0
