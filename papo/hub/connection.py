@@ -132,7 +132,7 @@ class Connection:
         # Called once when papo starts closing this connection (the transport's owner
         # uses it to stop reading after a grace period).
         self.on_closing: Callable[[], None] = _nothing
-        # Called after ``auth.refresh`` replaced the principal (re-arms the expiry timer).
+        # Called after ``auth.refresh`` replaced the principal (sets the expiry deadline again).
         self.on_reauthenticated: Callable[[], None] = _nothing
 
     def drop_hooks(self) -> None:
