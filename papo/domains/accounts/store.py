@@ -8,12 +8,14 @@ concurrent refreshes with the same token can never both succeed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
 
 from papo.domains.accounts.model import Role, User
+from papo.persistence.gathered import GatheredReads
 
 _USER_COLUMNS = (
     "id, email, display_name, role, disabled, created_at, updated_at, password_hash, "
@@ -58,6 +60,9 @@ class BotToken:
 class AccountStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        # Every authenticated connect reads its account; reconnecting clients come
+        # together, and so do their reads (papo/persistence/gathered.py).
+        self._users = GatheredReads(self._users_by_ids)
 
     # --- users ------------------------------------------------------------------
 
@@ -109,8 +114,13 @@ class AccountStore:
         return _user(row) if row else None
 
     async def by_id(self, user_id: uuid.UUID) -> User | None:
-        row = await self._pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
-        return _user(row) if row else None
+        return await self._users.get(user_id)
+
+    async def _users_by_ids(self, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, User]:
+        rows = await self._pool.fetch(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE id = ANY($1::uuid[])", user_ids
+        )
+        return {row["id"]: _user(row) for row in rows}
 
     async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
         await self._pool.execute(
