@@ -13,6 +13,8 @@ import jwt
 import orjson
 import pytest
 
+from papo.domains.accounts.tokens import peek
+from papo.protocol.errors import ErrorCode, PapoError
 from papo.server.config import Settings
 from tests.conftest import TEST_JWT_SECRET, Session, http_to, register_and_login
 
@@ -97,10 +99,31 @@ async def test_a_token_missing_required_claims_is_refused(
 
 
 async def test_garbage_is_not_a_token(http: httpx.AsyncClient) -> None:
-    for token in ("garbage", "a.b.c", "papo_bot_made-up"):
+    header = _b64(orjson.dumps({"alg": "HS256", "kid": "k1"}))
+    claims = _b64(orjson.dumps({"iss": "papo", "sub": str(uuid.uuid4())}))
+    shapes = [
+        "garbage",
+        "a.b.c",
+        "papo_bot_made-up",
+        f"{header}.{claims}",  # no signature part
+        f"{header}.{claims}.sig.extra",
+        f"{header}.{_b64(b'[1, 2]')}.sig",  # claims that are not an object
+        f"{_b64(b'null')}.{claims}.sig",  # a header that is not an object
+        f"{header}.{_b64(b'{not json')}.sig",
+        f"{header}.%%%.sig",  # not base64url
+    ]
+    for token in shapes:
         response = await _me(http, token)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "token_invalid"
+
+
+def test_a_token_that_is_not_ascii_is_not_a_jwt() -> None:
+    """Headers reach papo as Latin-1 and first frames as any Unicode (HTTP clients
+    refuse to send these, so the parse is asked directly)."""
+    with pytest.raises(PapoError) as refused:
+        peek("e30.\u00e9\u00e9.sig")
+    assert refused.value.code is ErrorCode.TOKEN_INVALID
 
 
 async def test_a_token_from_an_untrusted_issuer_is_refused(

@@ -16,7 +16,7 @@ import jwt
 import orjson
 
 from papo.domains.accounts.model import Role
-from papo.domains.accounts.tokens import decode_pinned
+from papo.domains.accounts.tokens import decode_pinned, peek
 from papo.protocol.errors import ErrorCode, PapoError
 
 ALLOWED_ALGORITHMS = ("HS256", "RS256", "ES256")
@@ -64,9 +64,13 @@ class TrustedIssuers:
     def __contains__(self, issuer: object) -> bool:
         return issuer in self._by_name
 
-    def verify(self, token: str, issuer_name: str) -> ExternalClaims:
+    def verify(
+        self, token: str, issuer_name: str, header: dict[str, Any] | None = None
+    ) -> ExternalClaims:
+        """``header``, when the caller has already peeked at the token, saves a parse."""
         issuer = self._by_name[issuer_name]
-        header = jwt.get_unverified_header(token)
+        if header is None:
+            header, _ = peek(token)
         pinned = issuer.key_for(header.get("kid"))
         claims = decode_pinned(
             token,

@@ -11,8 +11,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import jwt
-
 from papo.domains.accounts.issuers import TrustedIssuers
 from papo.domains.accounts.model import (
     Identity,
@@ -30,6 +28,7 @@ from papo.domains.accounts.tokens import (
     AccessTokens,
     digest,
     new_opaque_token,
+    peek,
 )
 from papo.protocol.errors import ErrorCode, PapoError, validation_error
 
@@ -178,18 +177,16 @@ class AccountService:
             if bot is None:
                 raise PapoError(ErrorCode.TOKEN_INVALID, "the bot token is unknown or revoked")
             return self._identity(bot, via="bot", expires_at=None)
-        try:
-            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
-        except jwt.PyJWTError:
-            raise PapoError(ErrorCode.TOKEN_INVALID, "the token is not a JWT") from None
+        header, unverified = peek(token)
+        issuer = unverified.get("iss")
         if issuer == PAPO_ISSUER:
-            claims = self.access.verify(token)
+            claims = self.access.verify(token, header)
             user = await self.store.by_id(claims.user_id)
             if user is None:
                 raise PapoError(ErrorCode.TOKEN_INVALID, "the token's user no longer exists")
             return self._identity(user, via="access", expires_at=claims.expires_at)
         if isinstance(issuer, str) and issuer in self.issuers:
-            external = self.issuers.verify(token, issuer)
+            external = self.issuers.verify(token, issuer, header)
             user = await self.store.external_user(
                 external.issuer, external.subject, external.display_name, external.role
             )
