@@ -47,7 +47,6 @@ class GatheredReads(Generic[K, V]):
         self._batch = batch
         self._waiting: dict[K, asyncio.Future[V | None]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self.queries = 0  # how many times ``fetch`` was called; read by tests and tools
 
     async def get(self, key: K) -> V | None:
         """What ``fetch`` finds for ``key``, from a query sent after this call began.
@@ -67,7 +66,6 @@ class GatheredReads(Generic[K, V]):
             while self._waiting:
                 keys = list(islice(self._waiting, self._batch))
                 answers = [self._waiting.pop(key) for key in keys]
-                self.queries += 1
                 try:
                     found = await self._fetch(keys)
                 except BaseException as exc:
